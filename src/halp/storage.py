@@ -1,0 +1,237 @@
+"""The on-disk format of prepared datasets (documented in README.md, "Data format").
+
+A prepared dataset is a folder::
+
+    <out>/manifest.json          what was prepared, counts, skipped samples (written last)
+    <out>/<benchmark>/<part>.npy float32 (N, 3, T, 25, 2) = (C, T, V, M), memory-mappable
+    <out>/<benchmark>/<part>.json the index: names, labels, true frame counts
+
+``part`` is ``train`` or ``test``. Arrays are written through a temporary name and
+renamed when complete; the index is written after its array, so a part whose index
+exists is complete. No pickle is used anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT = "halp-skeleton/1"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+PARTS = ("train", "test")
+
+
+class DataFormatError(ValueError):
+    """A prepared dataset on disk is missing, incomplete or inconsistent."""
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=1) + "\n")
+
+
+@dataclass(frozen=True)
+class SplitIndex:
+    """The index of one part of one benchmark."""
+
+    dataset: str
+    benchmark: str
+    part: str
+    num_classes: int
+    names: list[str]
+    labels: np.ndarray  # int64 (N,)
+    frames: np.ndarray  # int64 (N,), true frame counts (may exceed the stored T for PKU)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "dataset": self.dataset,
+            "benchmark": self.benchmark,
+            "part": self.part,
+            "num_classes": self.num_classes,
+            "num_samples": len(self.names),
+            "names": list(self.names),
+            "labels": [int(v) for v in self.labels],
+            "frames": [int(v) for v in self.frames],
+            **({"extra": self.extra} if self.extra else {}),
+        }
+
+
+@dataclass(frozen=True)
+class SkeletonSplit:
+    """One part of a benchmark: the memory-mapped array and its index."""
+
+    data: np.ndarray  # (N, 3, T, V, M) float32, usually a read-only memmap
+    index: SplitIndex
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def valid_frames(self, i: int) -> int:
+        """Frames of sample ``i`` that hold data (the true count, capped at the stored T)."""
+        return int(min(self.index.frames[i], self.data.shape[2]))
+
+
+def split_paths(root: Path, part: str) -> tuple[Path, Path]:
+    """The (array, index) paths of ``part`` under a benchmark folder."""
+    return Path(root) / f"{part}.npy", Path(root) / f"{part}.json"
+
+
+def read_index(path: Path) -> SplitIndex:
+    """Read and validate a part's JSON index."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataFormatError(
+            f"{path}: index not found; the part was never prepared or its preparation was "
+            "interrupted. Run `halp prepare` again."
+        ) from None
+    except json.JSONDecodeError as err:
+        raise DataFormatError(f"{path}: not valid JSON ({err})") from None
+    if raw.get("format") != FORMAT:
+        raise DataFormatError(f"{path}: format is {raw.get('format')!r}, expected {FORMAT!r}")
+    names, labels, frames = raw["names"], raw["labels"], raw["frames"]
+    if not len(names) == len(labels) == len(frames) == raw["num_samples"]:
+        raise DataFormatError(f"{path}: names, labels and frames differ in length")
+    return SplitIndex(
+        dataset=raw["dataset"],
+        benchmark=raw["benchmark"],
+        part=raw["part"],
+        num_classes=int(raw["num_classes"]),
+        names=list(names),
+        labels=np.asarray(labels, dtype=np.int64),
+        frames=np.asarray(frames, dtype=np.int64),
+        extra=raw.get("extra", {}),
+    )
+
+
+def load_split(root: Path, part: str, mmap: bool = True) -> SkeletonSplit:
+    """Open ``<root>/<part>.npy`` with its index, checking that they agree."""
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}, got {part!r}")
+    array_path, index_path = split_paths(root, part)
+    index = read_index(index_path)
+    if not array_path.exists():
+        raise DataFormatError(f"{array_path}: array missing although its index exists")
+    data = np.load(array_path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    if data.ndim != 5 or data.shape[0] != len(index) or data.dtype != np.float32:
+        raise DataFormatError(
+            f"{array_path}: shape {data.shape} {data.dtype} does not match its index "
+            f"({len(index)} samples, float32 (N, 3, T, 25, 2))"
+        )
+    return SkeletonSplit(data=data, index=index)
+
+
+def _npy_header(shape: tuple[int, ...], length: int) -> bytes:
+    """A version-1.0 .npy header for little-endian float32 C arrays, padded to ``length``."""
+    desc = f"{{'descr': '<f4', 'fortran_order': False, 'shape': {shape!r}, }}"
+    body_len = length - 10
+    if len(desc) + 1 > body_len:
+        raise ValueError("header does not fit")
+    desc = desc.ljust(body_len - 1) + "\n"
+    return b"\x93NUMPY\x01\x00" + body_len.to_bytes(2, "little") + desc.encode("latin1")
+
+
+class SplitWriter:
+    """Streams samples into ``<root>/<part>.npy`` through a temporary file.
+
+    Memory stays flat: each sample is appended to the file as it arrives (plain
+    writes, not a memmap, so written pages do not pile up in the process). ``close``
+    writes the final header for the rows actually written (skipped samples leave no
+    hole), renames the file into place and writes the index last. An exception (or a
+    kill) leaves only a ``.partial`` file, never a complete-looking part.
+    """
+
+    HEADER_LEN = 128  # bytes; a multiple of 64 as the .npy format recommends
+
+    def __init__(
+        self,
+        root: Path,
+        part: str,
+        capacity: int,
+        sample_shape: Sequence[int],
+        dataset: str,
+        benchmark: str,
+        num_classes: int,
+    ) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.part = part
+        self.array_path, self.index_path = split_paths(self.root, part)
+        self.tmp_path = self.root / f".{part}.npy.partial"
+        self.capacity = int(capacity)  # the most samples that may be appended
+        self.sample_shape = tuple(int(s) for s in sample_shape)
+        self.meta = (dataset, benchmark, num_classes)
+        self._fh = open(self.tmp_path, "wb")  # closed in close() or abort()
+        self._fh.write(_npy_header((0, *self.sample_shape), self.HEADER_LEN))
+        self.names: list[str] = []
+        self.labels: list[int] = []
+        self.frames: list[int] = []
+
+    def append(self, sample: np.ndarray, name: str, label: int, frames: int) -> None:
+        """Append one (3, T, V, M) sample with its name, label and true frame count."""
+        if len(self.names) >= self.capacity:
+            raise RuntimeError(f"{self.tmp_path}: more than the announced {self.capacity} samples")
+        if sample.shape != self.sample_shape:
+            raise ValueError(f"{name}: sample shape {sample.shape} != {self.sample_shape}")
+        self._fh.write(np.ascontiguousarray(sample, dtype="<f4").tobytes())
+        self.names.append(name)
+        self.labels.append(int(label))
+        self.frames.append(int(frames))
+
+    def close(self) -> SplitIndex:
+        """Finish the array, move it into place and write the index; returns the index."""
+        self._fh.seek(0)
+        self._fh.write(_npy_header((len(self.names), *self.sample_shape), self.HEADER_LEN))
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+        self.index_path.unlink(missing_ok=True)  # an old index must not vouch for the new array
+        os.replace(self.tmp_path, self.array_path)
+        dataset, benchmark, num_classes = self.meta
+        index = SplitIndex(
+            dataset,
+            benchmark,
+            self.part,
+            num_classes,
+            self.names,
+            np.asarray(self.labels, np.int64),
+            np.asarray(self.frames, np.int64),
+        )
+        atomic_write_json(self.index_path, index.to_json())
+        return index
+
+    def abort(self) -> None:
+        """Drop the partial file."""
+        self._fh.close()
+        self.tmp_path.unlink(missing_ok=True)

@@ -1,0 +1,22 @@
+"""Shared fixtures: the real data samples (optional) and small synthetic datasets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+REALDATA = Path(os.environ.get("HALP_REALDATA", ROOT.parent / "shared" / "realdata"))
+
+
+@pytest.fixture(scope="session")
+def realdata() -> Path:
+    """The folder of real NTU / PKU-MMD samples; tests using it skip when it is absent."""
+    if not (REALDATA / "ntu_raw_samples").is_dir():
+        pytest.skip(
+            f"real data samples not found at {REALDATA}; set HALP_REALDATA to the folder "
+            "holding ntu_raw_samples/, ntu_split_labels/ and pkummd_v2_sample/"
+        )
+    return REALDATA
