@@ -1,0 +1,298 @@
+"""Torch datasets and loaders over a prepared split (REFERENCE.md §3, "Load time").
+
+``PretrainDataset`` yields two independently augmented views of a sample;
+``ClassificationDataset`` one clip and its label. Both read one sample per
+``__getitem__`` from the memory-mapped array, never the whole array.
+
+**Randomness.** Every item draws from its own generator,
+``np.random.default_rng([seed, epoch, index, view])``, so an item's augmentation depends
+only on the dataset seed, the epoch and the item's index: not on the worker that loads
+it, the number of workers or the order in which items are asked for. The training loop
+sets the epoch with ``dataset.set_epoch(epoch)``, or simply builds each epoch's loader
+with ``make_loader(..., epoch=epoch)``, which does it. ``make_loader`` never uses
+persistent workers: each epoch's worker processes get a fresh copy of the dataset and
+therefore its current epoch (a persistent worker would keep the epoch it was started
+with).
+
+**Modalities** are computed on the augmented 64-frame joint clip of each view, so joint,
+motion and bone share one augmentation draw (cmd_ref.md §2). The numpy functions here
+work on any leading batch shape; torch versions for in-model computation may be added
+next to them later. ``to_gru_input`` already accepts numpy arrays and torch tensors.
+"""
+
+from __future__ import annotations
+
+import mmap
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from halp.augment import (
+    DEFAULT_FRAMES,
+    MIN_CROP_LENGTH,
+    AugmentationSpec,
+    Transform,
+    build_augmentation,
+    center_crop_resize,
+    temporal_crop_resize,
+)
+from halp.skeleton import BONE_CHILD, BONE_PARENT
+from halp.storage import DataFormatError, SkeletonSplit
+
+# --------------------------------------------------------------------------- modalities
+# Arrays are (..., C, T, V, M): time is axis -3, joints axis -2.
+
+
+def joint(x: np.ndarray) -> np.ndarray:
+    """The joint modality: the coordinates themselves."""
+    return x
+
+
+def motion(x: np.ndarray) -> np.ndarray:
+    """``motion[:, t] = x[:, t + 1] - x[:, t]``; the last frame is zero."""
+    out = np.zeros_like(x)
+    out[..., :-1, :, :] = x[..., 1:, :, :] - x[..., :-1, :, :]
+    return out
+
+
+def bone(x: np.ndarray) -> np.ndarray:
+    """``bone[:, :, v] = x[:, :, child(v)] - x[:, :, parent(v)]`` over ``skeleton``'s 25 pairs.
+
+    The (21, 21) pair (spine shoulder with itself) gives an all-zero channel.
+    """
+    return x[..., BONE_CHILD, :] - x[..., BONE_PARENT, :]
+
+
+MODALITIES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "joint": joint,
+    "motion": motion,
+    "bone": bone,
+}
+
+
+def to_gru_input(x: Any) -> Any:
+    """(..., C, T, V, M) -> (..., T, V * C * M), the BiGRU's per-frame feature vectors.
+
+    As the reference, (N, C, T, V, M) is permuted to (N, T, V, C, M) and flattened, so
+    the 150 features of a frame run joint-major, then xyz, then person (fastest): feature
+    ``v * C * M + c * M + m``. Works on numpy arrays and torch tensors alike.
+    """
+    *lead, c, t, v, m = x.shape
+    moved = x.movedim(-4, -2) if isinstance(x, torch.Tensor) else np.moveaxis(x, -4, -2)
+    return moved.reshape(*lead, t, v * c * m)
+
+
+def _check_modalities(modality: str | Sequence[str]) -> tuple[str, ...]:
+    names = (modality,) if isinstance(modality, str) else tuple(modality)
+    unknown = [n for n in names if n not in MODALITIES]
+    if unknown or not names:
+        raise ValueError(f"unknown modality {unknown or names}; known: {', '.join(MODALITIES)}")
+    return names
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+class _SplitDataset(Dataset):
+    """What both datasets share: lazy sample access, modalities, per-item generators."""
+
+    def __init__(
+        self, split: SkeletonSplit, modality: str | Sequence[str], out_frames: int, seed: int
+    ) -> None:
+        if seed < 0:
+            raise ValueError(f"seed must be non-negative, got {seed}")
+        self.split = split
+        self.modalities = _check_modalities(modality)
+        self.single = isinstance(modality, str)  # a str gives a tensor, a list a dict
+        self.out_frames = out_frames
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose random draws ``__getitem__`` makes (call once per epoch)."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be non-negative, got {epoch}")
+        self.epoch = epoch
+
+    def rng(self, index: int, *stream: int) -> np.random.Generator:
+        """The generator of item ``index`` in the current epoch (``stream`` picks a view)."""
+        return np.random.default_rng([self.seed, self.epoch, index, *stream])
+
+    def sample(self, index: int) -> tuple[np.ndarray, int]:
+        """The (3, T, V, M) memory-map row of ``index`` (not yet read) and its valid frames."""
+        frames = self.split.valid_frames(index)
+        if frames < 1:
+            idx = self.split.index
+            raise DataFormatError(
+                f"sample {index} ({idx.names[index]!r}) of {idx.dataset}/{idx.benchmark}/"
+                f"{idx.part} has no valid frames; it cannot be cropped"
+            )
+        return self.split.data[index], frames
+
+    def to_output(self, clip: np.ndarray) -> torch.Tensor | dict[str, torch.Tensor]:
+        """The requested modality tensor(s) of one augmented joint clip."""
+        out = {n: torch.from_numpy(MODALITIES[n](clip).copy()) for n in self.modalities}
+        return out[self.modalities[0]] if self.single else out
+
+    # A np.memmap pickles as a full in-memory copy; workers started by spawn or
+    # forkserver would each receive the whole array. Pickle the file reference instead.
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        data = self.split.data
+        if isinstance(data, np.memmap) and isinstance(data.base, mmap.mmap):
+            ref = (data.filename, data.dtype.str, data.shape, data.offset)
+            state["split"] = (ref, self.split.index)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if isinstance(state["split"], tuple):
+            (filename, dtype, shape, offset), index = state["split"]
+            data = np.memmap(filename, dtype=dtype, mode="r", shape=shape, offset=offset)
+            state["split"] = SkeletonSplit(data=data, index=index)
+        self.__dict__.update(state)
+
+
+class PretrainDataset(_SplitDataset):
+    """Two independently augmented views per sample, for contrastive pretraining.
+
+    Each view: random temporal crop (``scale`` of the valid length, at least
+    ``min_length`` frames) resized to ``out_frames``, then the spatial ``augmentation``
+    (a ``build_augmentation`` spec or a ``Transform``; ``"isc"`` is ISC/CMD/HaLP's).
+    Views are drawn from separate streams of the item's generator.
+
+    Returns ``(query, key, index)``; a view is a float32 (3, out_frames, 25, 2) tensor if
+    ``modality`` is a str, or a dict modality -> tensor if it is a list.
+    """
+
+    def __init__(
+        self,
+        split: SkeletonSplit,
+        modality: str | Sequence[str] = "joint",
+        augmentation: AugmentationSpec | Transform = "isc",
+        scale: tuple[float, float] = (0.1, 1.0),
+        out_frames: int = DEFAULT_FRAMES,
+        seed: int = 0,
+        min_length: int = MIN_CROP_LENGTH,
+    ) -> None:
+        super().__init__(split, modality, out_frames, seed)
+        self.augmentation = (
+            augmentation if callable(augmentation) else build_augmentation(augmentation)
+        )
+        self.scale = scale
+        self.min_length = min_length
+
+    def view(self, index: int, stream: int) -> np.ndarray:
+        """The augmented joint clip of view ``stream`` (0 = query, 1 = key) of ``index``."""
+        x, frames = self.sample(index)
+        rng = self.rng(index, stream)
+        clip = temporal_crop_resize(x, frames, rng, self.scale, self.out_frames, self.min_length)
+        return self.augmentation(clip, rng)
+
+    def __getitem__(self, index: int) -> tuple[Any, Any, int]:
+        return self.to_output(self.view(index, 0)), self.to_output(self.view(index, 1)), index
+
+
+class ClassificationDataset(_SplitDataset):
+    """One clip and its label, for linear evaluation, fine-tuning and kNN.
+
+    ``train=True``: random crop of ``scale`` (default U(0.5, 1)) of the valid frames,
+    resized to ``out_frames``; no spatial augmentation. ``train=False``: deterministic
+    centre crop keeping ``keep`` (95 %) of the valid frames.
+
+    Returns ``(clip, label)``; ``clip`` as in ``PretrainDataset``.
+    """
+
+    def __init__(
+        self,
+        split: SkeletonSplit,
+        modality: str | Sequence[str] = "joint",
+        train: bool = True,
+        scale: tuple[float, float] = (0.5, 1.0),
+        out_frames: int = DEFAULT_FRAMES,
+        seed: int = 0,
+        min_length: int = MIN_CROP_LENGTH,
+        keep: float = 0.95,
+    ) -> None:
+        super().__init__(split, modality, out_frames, seed)
+        self.train = train
+        self.scale = scale
+        self.min_length = min_length
+        self.keep = keep
+
+    def clip(self, index: int) -> np.ndarray:
+        """The cropped and resized joint clip of ``index``."""
+        x, frames = self.sample(index)
+        if self.train:
+            rng = self.rng(index)
+            return temporal_crop_resize(
+                x, frames, rng, self.scale, self.out_frames, self.min_length
+            )
+        return center_crop_resize(x, frames, self.keep, self.out_frames)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        return self.to_output(self.clip(index)), int(self.split.index.labels[index])
+
+
+# --------------------------------------------------------------------------- loaders
+
+
+def seed_worker(worker_id: int) -> None:
+    """``worker_init_fn``: seed numpy's and Python's global generators in each worker.
+
+    Our datasets never use global state; this is for third-party code that does. Torch
+    has already seeded the worker with ``base_seed + worker_id``, where ``base_seed``
+    comes from the loader's seeded generator, so this is reproducible too.
+    """
+    worker_seed = torch.initial_seed() % 2**32
+    np.random.seed(worker_seed)  # noqa: NPY002 -- seeding the legacy global state is the point
+    random.seed(worker_seed)
+
+
+def _set_epoch(dataset: Dataset, epoch: int) -> None:
+    """Call ``set_epoch`` on ``dataset``, looking through ``Subset`` wrappers."""
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)
+    elif isinstance(dataset, Subset):
+        _set_epoch(dataset.dataset, epoch)
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    num_workers: int = 0,
+    drop_last: bool = False,
+    epoch: int = 0,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """A reproducible DataLoader for one epoch; build a new one each epoch.
+
+    Sets the dataset's epoch, seeds the shuffle order from ``(seed, epoch)`` and seeds
+    each worker (``seed_worker``). With the same arguments the batches are identical
+    whatever ``num_workers`` is. The generator seed is derived through a
+    ``SeedSequence`` rather than ``seed + epoch``, so that (seed 0, epoch 1) and
+    (seed 1, epoch 0) do not share an order. Workers are not persistent (see the
+    module docstring).
+    """
+    _set_epoch(dataset, epoch)
+    generator = torch.Generator()
+    generator.manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=num_workers,
+        drop_last=drop_last,
+        pin_memory=pin_memory,
+        generator=generator,
+        worker_init_fn=seed_worker,
+        persistent_workers=False,
+    )
