@@ -1,0 +1,173 @@
+"""The ``halp`` command line: one verb per workflow step, each runnable by hand."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from halp import __version__
+
+log = logging.getLogger("halp")
+
+
+def _add_prepare(sub: argparse._SubParsersAction) -> None:
+    prep = sub.add_parser("prepare", help="turn raw datasets into training arrays")
+    kinds = prep.add_subparsers(dest="kind", required=True, metavar="DATASET")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--out", type=Path, required=True, help="output folder")
+        p.add_argument(
+            "--workers", type=int, default=None, help="worker processes (default: all cores)"
+        )
+        p.add_argument(
+            "--skip-bad",
+            action="store_true",
+            help="skip malformed files, list them in manifest.json and the summary",
+        )
+        p.add_argument(
+            "--compaction",
+            choices=("all", "leading"),
+            default="all",
+            help="'all' (default) moves every valid frame to the front; 'leading' "
+            "is the 2s-AGCN code (only when frame 0 is empty)",
+        )
+
+    for name, text in (
+        ("ntu60", "NTU RGB+D 60 (xsub, xview)"),
+        ("ntu120", "NTU RGB+D 120 (xsub, xset)"),
+    ):
+        p = kinds.add_parser(name, help=text)
+        p.add_argument(
+            "--raw",
+            type=Path,
+            action="append",
+            required=True,
+            help="folder or zip of .skeleton files; repeat for the second NTU-120 "
+            "archive (S018-S032)",
+        )
+        p.add_argument(
+            "--expect-complete",
+            action="store_true",
+            help="fail unless every file of the dataset is present",
+        )
+        common(p)
+    p = kinds.add_parser("pku2", help="PKU-MMD phase II (xsub, xview)")
+    p.add_argument(
+        "--raw",
+        type=Path,
+        required=True,
+        help="folder holding skeleton/, label/ and cross_*_v2.txt",
+    )
+    common(p)
+    p = kinds.add_parser("import-cmd", help="convert a CMD/ISC-layout benchmark folder")
+    p.add_argument("src", type=Path, help="folder with {train,val}_data_joint.npy etc.")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--dataset", required=True, choices=("ntu60", "ntu120", "pku2"))
+    p.add_argument("--benchmark", default=None, help="default: from the folder name")
+
+
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="write a synthetic dataset in the real raw formats")
+    p.add_argument("kind", choices=("ntu", "pku"))
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--classes", type=int, default=6)
+    p.add_argument("--per-class", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _add_smoke(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("smoke", help="the embedded default: synthetic raw data end to end")
+    p.add_argument("--out", type=Path, default=Path("runs/smoke"))
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="halp", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"halp {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_prepare(sub)
+    _add_synth(sub)
+    _add_smoke(sub)
+    return parser
+
+
+def _workers(value: int | None) -> int:
+    from halp.prepare import default_workers
+
+    if value is not None and value < 1:
+        raise ValueError(f"--workers must be at least 1, got {value}")
+    return default_workers() if value is None else value
+
+
+def run_prepare(args: argparse.Namespace) -> None:
+    from halp import prepare
+
+    start = time.perf_counter()
+    if args.kind in ("ntu60", "ntu120"):
+        summary = prepare.prepare_ntu(
+            args.kind,
+            args.raw,
+            args.out,
+            workers=_workers(args.workers),
+            skip_bad=args.skip_bad,
+            compaction=args.compaction,
+            expect_complete=args.expect_complete,
+        )
+    elif args.kind == "pku2":
+        summary = prepare.prepare_pku(
+            args.raw,
+            args.out,
+            workers=_workers(args.workers),
+            skip_bad=args.skip_bad,
+            compaction=args.compaction,
+        )
+    else:
+        summary = prepare.import_cmd(args.src, args.out, args.dataset, args.benchmark)
+    for line in summary.lines():
+        print(line)
+    print(f"wrote {summary.out} in {time.perf_counter() - start:.1f} s")
+
+
+def run_synth(args: argparse.Namespace) -> None:
+    from halp import synthetic
+
+    if args.kind == "ntu":
+        files = synthetic.synth_ntu(args.out, args.classes, args.per_class, args.seed)
+        print(f"wrote {len(files)} NTU .skeleton files under {args.out}")
+    else:
+        written = synthetic.synth_pku(args.out, args.classes, args.per_class, args.seed)
+        print(f"wrote {len(written['skeleton'])} PKU-MMD videos under {args.out}")
+
+
+def run_smoke(args: argparse.Namespace) -> None:
+    from halp.smoke import run_smoke as smoke
+
+    smoke(args.out, workers=_workers(args.workers), seed=args.seed)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from halp.errors import RawFormatError
+    from halp.prepare import PrepareError
+    from halp.storage import DataFormatError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s: %(message)s"
+    )
+    handlers = {"prepare": run_prepare, "synth": run_synth, "smoke": run_smoke}
+    try:
+        handlers[args.command](args)
+    except (PrepareError, RawFormatError, DataFormatError, ValueError, OSError) as err:
+        print(f"halp {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,563 @@
+"""Raw datasets -> training arrays in our on-disk format (see ``halp.storage``).
+
+Each raw file is parsed and normalised on its own (per sample, vectorised) in a pool
+of worker processes, and streamed in name order into every benchmark part it belongs
+to, so peak memory does not grow with the number of samples. A per-file error stops
+the run, naming the file and line, unless ``skip_bad`` is set: then the file is
+skipped, logged, and listed in the manifest with a count in the summary.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import pickle
+import time
+import zipfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from tqdm import tqdm
+
+from halp import __version__, ntu, pku
+from halp.errors import RawFormatError
+from halp.skeleton import MAX_FRAMES, NUM_COORDS, NUM_JOINTS, NUM_PERSONS, process_sample
+from halp.storage import PARTS, SplitWriter, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+NTU_HELP = (
+    "NTU RGB+D cannot be downloaded automatically: register at the ROSE Lab site "
+    "(rose1.ntu.edu.sg/dataset/actionRecognition), download nturgb_d_skeletons.zip "
+    "(and nturgbd_skeletons_s018_to_s032.zip for NTU-120), and pass the zip files or the "
+    "folders they extract to with --raw."
+)
+
+
+SKIP_HINT = "  (pass --skip-bad to skip bad files and list them in manifest.json)"
+
+
+class PrepareError(RuntimeError):
+    """A problem with the inputs of a whole preparation (not a single file)."""
+
+
+# --------------------------------------------------------------------------- sources
+
+Source = tuple[str | None, str]  # (zip archive or None, path or member name)
+_ZIPS: dict[str, zipfile.ZipFile] = {}
+
+
+def read_source(source: Source) -> bytes:
+    """The bytes of a file on disk or of a member of a zip archive."""
+    archive, member = source
+    if archive is None:
+        return Path(member).read_bytes()
+    if archive not in _ZIPS:  # one open handle per process
+        _ZIPS[archive] = zipfile.ZipFile(archive)
+    return _ZIPS[archive].read(member)
+
+
+def origin_of(source: Source) -> str:
+    archive, member = source
+    return member if archive is None else f"{archive}!{member}"
+
+
+def find_files(raw: Path, suffix: str) -> dict[str, Source]:
+    """Map file stem -> source for every ``*suffix`` file under a folder or inside a zip."""
+    raw = Path(raw)
+    if not raw.exists():
+        raise PrepareError(f"{raw}: no such file or folder. {NTU_HELP}")
+    found: dict[str, Source] = {}
+    if raw.is_file():
+        if not zipfile.is_zipfile(raw):
+            raise PrepareError(f"{raw}: not a folder and not a zip archive")
+        with zipfile.ZipFile(raw) as zf:
+            for member in zf.namelist():
+                if member.endswith(suffix):
+                    found[Path(member).name[: -len(suffix)]] = (str(raw), member)
+    else:
+        for path in sorted(raw.rglob(f"*{suffix}")):
+            found[path.name[: -len(suffix)]] = (None, str(path))
+    return found
+
+
+# --------------------------------------------------------------------------- running
+
+
+@dataclass
+class Sample:
+    name: str
+    label: int
+    frames: int
+    data: np.ndarray
+
+
+@dataclass
+class Outcome:
+    """What a worker made of one job: samples, or the error that stopped it."""
+
+    key: str
+    samples: list[Sample] = field(default_factory=list)
+    error: str | None = None
+    empty: list[str] = field(default_factory=list)  # samples with no skeleton at all
+
+
+def _ntu_job(job: tuple[str, Source, int, str]) -> Outcome:
+    name, source, num_frames, compaction = job
+    try:
+        bodies = ntu.parse_skeleton(read_source(source), origin_of(source))
+        data = process_sample(bodies, num_frames, rank_by_energy=True, compaction=compaction)
+    except (RawFormatError, OSError) as err:
+        return Outcome(name, error=str(err))
+    label = ntu.parse_name(name).label
+    return Outcome(name, [Sample(name, label, bodies.shape[1], data)])
+
+
+def _pku_job(job: tuple[str, Source, str, list[pku.Instance], int, str]) -> Outcome:
+    video, source, label_origin, instances, num_frames, compaction = job
+    try:
+        bodies = pku.parse_skeleton(read_source(source), origin_of(source))
+        out = Outcome(video)
+        for inst in instances:
+            clip = pku.cut(bodies, inst, label_origin)
+            data = process_sample(clip, num_frames, rank_by_energy=False, compaction=compaction)
+            out.samples.append(Sample(inst.name, inst.label, inst.frames, data))
+            if not clip.any():
+                out.empty.append(inst.name)
+        return out
+    except (RawFormatError, OSError) as err:
+        return Outcome(video, error=str(err))
+
+
+def _outcomes(
+    worker: Callable[[Any], Outcome], jobs: Sequence[Any], workers: int, desc: str
+) -> Iterator[Outcome]:
+    """Run jobs in order, in a process pool when ``workers > 1``."""
+    bar = tqdm(total=len(jobs), desc=desc, unit="file", disable=None, leave=False)
+    try:
+        if workers <= 1:
+            for job in jobs:
+                yield worker(job)
+                bar.update()
+            return
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            chunk = max(1, min(32, len(jobs) // (workers * 8) or 1))
+            for outcome in pool.imap(worker, jobs, chunksize=chunk):
+                yield outcome
+                bar.update()
+    finally:
+        bar.close()
+
+
+@dataclass
+class Summary:
+    """What a preparation did; also written as the manifest."""
+
+    dataset: str
+    out: Path
+    counts: dict[str, dict[str, int]]
+    skipped: list[dict[str, str]]
+    empty: list[str]
+    extra: dict[str, Any]
+
+    def lines(self) -> Iterable[str]:
+        for bench, parts in self.counts.items():
+            yield f"{self.dataset} {bench}: " + ", ".join(f"{p} {n}" for p, n in parts.items())
+        yield f"skipped {len(self.skipped)} bad file(s)" + (
+            " (listed in manifest.json)" if self.skipped else ""
+        )
+        if self.empty:
+            yield f"{len(self.empty)} sample(s) hold no skeleton (kept; listed in manifest.json)"
+        for key, value in self.extra.items():
+            if key.startswith("warning"):
+                yield f"WARNING: {value}"
+
+
+def _stream(
+    out: Path,
+    dataset: str,
+    num_classes: int,
+    benchmarks: Sequence[str],
+    capacity: dict[str, dict[str, int]],
+    route: Callable[[str], dict[str, str]],
+    worker: Callable[[Any], Outcome],
+    jobs: Sequence[Any],
+    workers: int,
+    skip_bad: bool,
+    num_frames: int,
+    extra: dict[str, Any],
+    skipped: list[dict[str, str]],
+) -> Summary:
+    """Run the jobs and stream every sample into the parts ``route`` assigns it to.
+
+    ``skipped`` holds files already skipped before the run (bad names, bad labels).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)  # until we finish, the folder is not complete
+    shape = (NUM_COORDS, num_frames, NUM_JOINTS, NUM_PERSONS)
+    writers = {
+        (b, p): SplitWriter(out / b, p, capacity[b][p], shape, dataset, b, num_classes)
+        for b in benchmarks
+        for p in PARTS
+    }
+    empty: list[str] = []
+    try:
+        for outcome in _outcomes(worker, jobs, workers, f"prepare {dataset}"):
+            if outcome.error is not None:
+                if not skip_bad:
+                    raise PrepareError(outcome.error + SKIP_HINT)
+                log.warning("skipping %s: %s", outcome.key, outcome.error)
+                skipped.append({"name": outcome.key, "error": outcome.error})
+                continue
+            empty.extend(outcome.empty)
+            for sample in outcome.samples:
+                for bench, part in route(sample.name).items():
+                    writers[bench, part].append(
+                        sample.data, sample.name, sample.label, sample.frames
+                    )
+        counts: dict[str, dict[str, int]] = {b: {} for b in benchmarks}
+        for (bench, part), writer in writers.items():
+            counts[bench][part] = len(writer.close().names)
+    except BaseException:
+        for writer in writers.values():
+            if writer.tmp_path.exists():
+                writer.abort()
+        raise
+    summary = Summary(dataset, out, counts, skipped, empty, extra)
+    manifest = {
+        "format": "halp-skeleton/1",
+        "dataset": dataset,
+        "num_classes": num_classes,
+        "num_frames": num_frames,
+        "benchmarks": counts,
+        "skipped": skipped,
+        "empty_samples": empty,
+        "halp_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **extra,
+    }
+    atomic_write_json(out / MANIFEST, manifest)
+    return summary
+
+
+# ----------------------------------------------------------------------------- NTU
+
+
+def prepare_ntu(
+    dataset: str,
+    raws: Sequence[Path],
+    out: Path,
+    workers: int = 1,
+    skip_bad: bool = False,
+    compaction: str = "all",
+    num_frames: int = MAX_FRAMES,
+    expect_complete: bool = False,
+) -> Summary:
+    """Prepare every benchmark of NTU-60 or NTU-120 from raw folders or zip archives."""
+    spec = ntu.DATASETS[dataset]
+    if not raws:
+        raise PrepareError(f"no --raw given. {NTU_HELP}")
+    sources: dict[str, Source] = {}
+    for raw in raws:
+        found = find_files(Path(raw), ".skeleton")
+        if not found:
+            raise PrepareError(f"{raw}: holds no .skeleton file. {NTU_HELP}")
+        clash = sorted(set(found) & set(sources))
+        if clash:
+            raise PrepareError(
+                f"{raw}: {len(clash)} sample(s) also found in another --raw, "
+                f"e.g. {clash[0]}: give each archive once"
+            )
+        sources.update(found)
+    bad: list[dict[str, str]] = []
+    names: list[str] = []
+    outside = 0
+    for name in sorted(sources):
+        try:
+            parsed = ntu.parse_name(name)
+            if parsed.setup > spec.max_setup:
+                outside += 1  # e.g. NTU-120's second archive given to ntu60
+                continue
+            ntu.check_in_dataset(parsed, name, spec)
+        except ValueError as err:
+            message = f"{origin_of(sources[name])}: {err}"
+            if not skip_bad:
+                raise PrepareError(message + SKIP_HINT) from None
+            log.warning("skipping %s", message)
+            bad.append({"name": name, "error": message})
+            continue
+        names.append(name)
+    if (
+        dataset == "ntu120"
+        and names
+        and max(ntu.parse_name(n).setup for n in names) <= ntu.NTU60.max_setup
+    ):
+        extra_warning = (
+            f"no file of setups S018-S032 among {len(names)}: NTU-120 ships as two "
+            "archives; pass the second one with another --raw"
+        )
+        log.warning(extra_warning)
+    else:
+        extra_warning = ""
+    missing = ntu.missing_samples(dataset)
+    kept = [n for n in names if n not in missing]
+    membership = {b: ntu.split_names(kept, dataset, b) for b in spec.benchmarks}
+    capacity = {b: {"train": len(tr), "test": len(te)} for b, (tr, te) in membership.items()}
+    train_sets = {b: set(tr) for b, (tr, _) in membership.items()}
+
+    def route(name: str) -> dict[str, str]:
+        return {b: "train" if name in train_sets[b] else "test" for b in spec.benchmarks}
+
+    extra: dict[str, Any] = {
+        "sources": [str(r) for r in raws],
+        "files_found": len(names),
+        "files_expected": spec.num_files,
+        "excluded_missing_skeletons": len(names) - len(kept),
+        "ignored_outside_dataset": outside,
+        "normalisation": {"recipe": "2s-AGCN", "compaction": compaction},
+        "official_split_sizes": {b: list(v) for b, v in spec.split_sizes.items()},
+    }
+    if extra_warning:
+        extra["warning_second_archive"] = extra_warning
+    if len(names) != spec.num_files:
+        message = (
+            f"found {len(names)} of the {spec.num_files} {dataset} files: split sizes "
+            "will differ from the paper's"
+        )
+        if expect_complete:
+            raise PrepareError(message + f". {NTU_HELP}")
+        extra["warning_incomplete"] = message
+        log.warning(message)
+    jobs = [(n, sources[n], num_frames, compaction) for n in kept]
+    summary = _stream(
+        out,
+        dataset,
+        spec.num_classes,
+        spec.benchmarks,
+        capacity,
+        route,
+        _ntu_job,
+        jobs,
+        workers,
+        skip_bad,
+        num_frames,
+        extra,
+        bad,
+    )
+    if len(names) == spec.num_files and not summary.skipped:
+        for bench, (n_train, n_test) in spec.split_sizes.items():
+            got = summary.counts[bench]
+            if (got["train"], got["test"]) != (n_train, n_test):
+                raise PrepareError(
+                    f"{dataset} {bench}: wrote {got} but the official sizes are "
+                    f"{n_train}/{n_test}; please report this"
+                )
+    return summary
+
+
+# ----------------------------------------------------------------------------- PKU
+
+
+def prepare_pku(
+    raw: Path,
+    out: Path,
+    workers: int = 1,
+    skip_bad: bool = False,
+    compaction: str = "all",
+    num_frames: int = MAX_FRAMES,
+) -> Summary:
+    """Prepare PKU-MMD phase II (xsub and xview) from its raw folder."""
+    raw = Path(raw)
+    skeleton_dir, label_dir = raw / "skeleton", raw / "label"
+    for folder in (skeleton_dir, label_dir):
+        if not folder.is_dir():
+            raise PrepareError(
+                f"{folder}: folder not found. PKU-MMD phase II must be requested from its site "
+                "(struct002.github.io/PKUMMD); extract Skeleton_v2 into skeleton/, "
+                "Label_PKUMMD_v2 into label/ and put Split/cross_*_v2.txt beside them."
+            )
+    skeletons = find_files(skeleton_dir, ".txt")
+    if not skeletons:
+        raise PrepareError(f"{skeleton_dir}: holds no skeleton .txt file")
+    videos = set(skeletons)
+    train_sets = {b: pku.read_split(raw / f, videos) for b, f in pku.BENCHMARKS.items()}
+    jobs = []
+    bad: list[dict[str, str]] = []
+    instances_of: dict[str, list[pku.Instance]] = {}
+    for video in sorted(videos):
+        label_path = label_dir / f"{video}.txt"
+        try:
+            if not label_path.is_file():
+                raise RawFormatError(str(label_path), 0, f"no label file for skeleton {video}")
+            instances_of[video] = pku.parse_labels(
+                label_path.read_text(encoding="utf-8", errors="replace"), str(label_path), video
+            )
+        except RawFormatError as err:
+            if not skip_bad:
+                raise PrepareError(str(err) + SKIP_HINT) from None
+            log.warning("skipping %s", err)
+            bad.append({"name": video, "error": str(err)})
+            continue
+        jobs.append(
+            (video, skeletons[video], str(label_path), instances_of[video], num_frames, compaction)
+        )
+    capacity = {
+        b: {
+            "train": sum(len(v) for k, v in instances_of.items() if k in train_sets[b]),
+            "test": sum(len(v) for k, v in instances_of.items() if k not in train_sets[b]),
+        }
+        for b in pku.BENCHMARKS
+    }
+
+    def route(name: str) -> dict[str, str]:
+        video = name.rsplit("_", 1)[0]
+        return {b: "train" if video in train_sets[b] else "test" for b in pku.BENCHMARKS}
+
+    extra = {
+        "sources": [str(raw)],
+        "videos": len(videos),
+        "normalisation": {"recipe": "2s-AGCN", "compaction": compaction},
+    }
+    summary = _stream(
+        out,
+        "pku2",
+        pku.NUM_CLASSES,
+        tuple(pku.BENCHMARKS),
+        capacity,
+        route,
+        _pku_job,
+        jobs,
+        workers,
+        skip_bad,
+        num_frames,
+        extra,
+        bad,
+    )
+    return summary
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+
+# ------------------------------------------------------------------ CMD/ISC import
+
+NUM_CLASSES = {"ntu60": 60, "ntu120": 120, "pku2": pku.NUM_CLASSES}
+_CMD_BENCHMARKS = {"xsetup": "xset", "xsub": "xsub", "xview": "xview", "xset": "xset"}
+_CMD_PARTS = (("train", "train"), ("val", "test"))
+
+
+class _ListUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and numpy scalars only; anything else is refused."""
+
+    ALLOWED: ClassVar[set[tuple[str, str]]] = {
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a label pickle")
+
+
+def _read_label_pickle(path: Path) -> tuple[list[str], list[int]]:
+    try:
+        with open(path, "rb") as fh:
+            obj = _ListUnpickler(fh).load()
+    except FileNotFoundError:
+        raise PrepareError(f"{path}: not found (expected the CMD/ISC layout)") from None
+    except (pickle.UnpicklingError, EOFError, ValueError) as err:
+        raise PrepareError(f"{path}: not a (names, labels) label pickle: {err}") from None
+    if not (isinstance(obj, (tuple, list)) and len(obj) == 2 and len(obj[0]) == len(obj[1])):
+        raise PrepareError(f"{path}: expected a pickled (names, labels) pair of equal lengths")
+    names = [ntu.sample_name(str(n)) for n in obj[0]]
+    return names, [int(v) for v in obj[1]]
+
+
+def import_cmd(
+    src: Path, out: Path, dataset: str, benchmark: str | None = None, chunk: int = 512
+) -> Summary:
+    """Convert one benchmark folder in the CMD/ISC layout into our format.
+
+    The folder holds ``{train,val}_data_joint.npy`` (N, 3, T, 25, 2),
+    ``{train,val}_label.pkl`` (a pickled (names, labels) pair) and
+    ``{train,val}_num_frame.npy``. ``val`` becomes our ``test`` part. The pickles are
+    loaded with an unpickler that accepts only lists, strings and numbers, but they
+    should still come from a source you trust.
+    """
+    src = Path(src)
+    if dataset not in NUM_CLASSES:
+        raise PrepareError(f"--dataset must be one of {sorted(NUM_CLASSES)}, got {dataset!r}")
+    if not src.is_dir():
+        raise PrepareError(f"{src}: no such folder")
+    bench = benchmark or _CMD_BENCHMARKS.get(src.name)
+    if bench is None:
+        raise PrepareError(
+            f"{src}: cannot tell the benchmark from the folder name; pass --benchmark"
+        )
+    num_classes = NUM_CLASSES[dataset]
+    log.warning(
+        "import-cmd loads %s/*_label.pkl with pickle (restricted to lists and numbers); "
+        "only import files from a source you trust",
+        src,
+    )
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)
+    counts: dict[str, int] = {}
+    for src_part, part in _CMD_PARTS:
+        data_path = src / f"{src_part}_data_joint.npy"
+        if not data_path.is_file():
+            raise PrepareError(f"{data_path}: not found (expected the CMD/ISC layout)")
+        data = np.load(data_path, mmap_mode="r", allow_pickle=False)
+        names, labels = _read_label_pickle(src / f"{src_part}_label.pkl")
+        frames = np.load(src / f"{src_part}_num_frame.npy", allow_pickle=False).reshape(-1)
+        if data.ndim != 5 or data.shape[1] != 3 or data.shape[3:] != (NUM_JOINTS, NUM_PERSONS):
+            raise PrepareError(f"{data_path}: shape {data.shape}, expected (N, 3, T, 25, 2)")
+        if not len(data) == len(names) == len(frames):
+            raise PrepareError(
+                f"{src}: {src_part} has {len(data)} arrays, {len(names)} labels "
+                f"and {len(frames)} frame counts; they must agree"
+            )
+        bad = [lab for lab in labels if not 0 <= lab < num_classes]
+        if bad:
+            raise PrepareError(
+                f"{src / f'{src_part}_label.pkl'}: label {bad[0]} outside "
+                f"0..{num_classes - 1} for {dataset}; is --dataset right?"
+            )
+        writer = SplitWriter(
+            out / bench, part, len(data), data.shape[1:], dataset, bench, num_classes
+        )
+        try:
+            for lo in range(0, len(data), chunk):
+                block = np.asarray(data[lo : lo + chunk], dtype=np.float32)
+                for j, sample in enumerate(block):
+                    i = lo + j
+                    writer.append(sample, names[i], labels[i], int(frames[i]))
+            counts[part] = len(writer.close().names)
+        except BaseException:
+            writer.abort()
+            raise
+    extra = {"sources": [str(src)], "imported_from": "CMD/ISC layout"}
+    manifest = {
+        "format": "halp-skeleton/1",
+        "dataset": dataset,
+        "num_classes": num_classes,
+        "num_frames": int(data.shape[2]),
+        "benchmarks": {bench: counts},
+        "skipped": [],
+        "empty_samples": [],
+        "halp_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **extra,
+    }
+    atomic_write_json(out / MANIFEST, manifest)
+    return Summary(dataset, out, {bench: counts}, [], [], extra)
