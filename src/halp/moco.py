@@ -1,0 +1,73 @@
+"""The MoCo core: InfoNCE, the key queue and the momentum update (REFERENCE.md §1)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def info_nce(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
+    """L_CL = -log( e^{q.k/tau} / (e^{q.k/tau} + sum_i e^{q.Q_i/tau}) ), batch mean.
+
+    Args:
+        q: (B, D) L2-normalised queries (carry the gradient).
+        k: (B, D) L2-normalised keys (no gradient).
+        queue: (L, D) L2-normalised negatives.
+
+    Returns:
+        The loss and the (B, 1 + L) logits whose column 0 is the positive.
+    """
+    positive = (q * k).sum(dim=1, keepdim=True)  # (B, 1)
+    negative = q @ queue.T  # (B, L)
+    logits = torch.cat([positive, negative], dim=1) / temperature
+    target = torch.zeros(len(q), dtype=torch.long, device=q.device)
+    return F.cross_entropy(logits, target), logits
+
+
+class KeyQueue(nn.Module):
+    """A FIFO queue of L keys kept as buffers, so it is saved and restored with the model."""
+
+    keys: Tensor
+    ptr: Tensor
+    seen: Tensor
+
+    def __init__(self, size: int, dim: int, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        init = torch.randn(size, dim, generator=generator)
+        self.register_buffer("keys", F.normalize(init, dim=1))  # (L, D)
+        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))  # next slot
+        self.register_buffer("seen", torch.zeros((), dtype=torch.long))  # keys ever enqueued
+
+    @property
+    def size(self) -> int:
+        return self.keys.shape[0]
+
+    @torch.no_grad()
+    def enqueue(self, keys: Tensor) -> None:
+        """Write ``keys`` (B, D) at the pointer, wrapping around the end."""
+        n = keys.shape[0]
+        if n > self.size:
+            raise ValueError(f"cannot enqueue {n} keys into a queue of {self.size}")
+        idx = (self.ptr + torch.arange(n, device=keys.device)) % self.size
+        self.keys[idx] = keys.detach().to(self.keys.dtype)
+        self.ptr.fill_(int((self.ptr + n) % self.size))
+        self.seen.add_(n)
+
+    def recent(self, n: int) -> Tensor:
+        """The ``n`` most recently enqueued keys, oldest first (n <= L)."""
+        if n > self.size:
+            raise ValueError(f"asked for {n} recent keys of a queue of {self.size}")
+        idx = (self.ptr - n + torch.arange(n, device=self.keys.device)) % self.size
+        return self.keys[idx]
+
+
+@torch.no_grad()
+def momentum_update(online: nn.Module, target: nn.Module, momentum: float) -> None:
+    """target <- m * target + (1 - m) * online, parameter by parameter.
+
+    Buffers (BatchNorm running statistics) are not touched: the key encoder keeps its
+    own, as in MoCo; they are never used, since the key encoder only runs in train mode.
+    """
+    for p_o, p_t in zip(online.parameters(), target.parameters(), strict=True):
+        p_t.mul_(momentum).add_(p_o.detach(), alpha=1.0 - momentum)
