@@ -86,6 +86,24 @@ def _add_smoke(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+def _add_pretrain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pretrain", help="self-supervised pretraining (baseline, halp, cmd, ...)")
+    p.add_argument("--config", type=Path, default=None, help="YAML file of config keys")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set halp.lam=0.6 (repeatable)",
+    )
+    p.add_argument("--run", type=Path, required=True, help="run folder (checkpoints, metrics)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run")
+    p.add_argument(
+        "--print-config", action="store_true", help="print the resolved configuration and exit"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="halp", description=__doc__)
     parser.add_argument("--version", action="version", version=f"halp {__version__}")
@@ -93,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_prepare(sub)
     _add_synth(sub)
+    _add_pretrain(sub)
     _add_smoke(sub)
     return parser
 
@@ -145,6 +164,23 @@ def run_synth(args: argparse.Namespace) -> None:
         print(f"wrote {len(written['skeleton'])} PKU-MMD videos under {args.out}")
 
 
+def run_pretrain(args: argparse.Namespace) -> None:
+    import yaml
+
+    from halp.config import PretrainConfig, load_config, to_dict
+    from halp.train import pretrain
+
+    config = load_config(PretrainConfig, args.config, args.overrides)
+    if args.print_config:
+        print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
+        return
+    row = pretrain(config, args.run, resume=args.resume)
+    print(
+        f"pretraining finished: {args.run}/checkpoint.pt; last epoch: "
+        + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+    )
+
+
 def run_smoke(args: argparse.Namespace) -> None:
     from halp.smoke import run_smoke as smoke
 
@@ -152,18 +188,33 @@ def run_smoke(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from halp.config import ConfigError
     from halp.errors import RawFormatError
     from halp.prepare import PrepareError
     from halp.storage import DataFormatError
+    from halp.train import TrainingDiverged
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s: %(message)s"
     )
-    handlers = {"prepare": run_prepare, "synth": run_synth, "smoke": run_smoke}
+    handlers = {
+        "prepare": run_prepare,
+        "synth": run_synth,
+        "pretrain": run_pretrain,
+        "smoke": run_smoke,
+    }
     try:
         handlers[args.command](args)
-    except (PrepareError, RawFormatError, DataFormatError, ValueError, OSError) as err:
+    except (
+        ConfigError,
+        PrepareError,
+        RawFormatError,
+        DataFormatError,
+        TrainingDiverged,
+        ValueError,
+        OSError,
+    ) as err:
         print(f"halp {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

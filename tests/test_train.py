@@ -1,0 +1,186 @@
+"""Pretraining: every preset runs, resume is bit-identical, NaN stops, DDP agrees."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from halp import prepare
+from halp.config import PretrainConfig, load_config, to_dict
+from halp.methods import PRESETS, PretrainModel
+from halp.train import (
+    CheckpointError,
+    TrainingDiverged,
+    load_checkpoint,
+    lr_at,
+    mu_at,
+    pretrain,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "config" / "smoke_pretrain.yaml"
+
+
+@pytest.fixture(scope="module")
+def ntu_data(synth_ntu_raw: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ntu60")
+    prepare.prepare_ntu("ntu60", [synth_ntu_raw], out)
+    return out / "xsub"
+
+
+def smoke_config(data: Path, *overrides: str) -> PretrainConfig:
+    return load_config(PretrainConfig, SMOKE, [f"data.root={data}", *overrides])
+
+
+def test_schedules() -> None:
+    c = PretrainConfig()
+    assert [lr_at(c.optim, e) for e in (0, 350, 351, 450)] == pytest.approx(
+        [0.01, 0.01, 0.001, 0.001])  # fmt: skip
+    spec = PRESETS["halp"]
+    assert (mu_at(c.halp, spec, 199), mu_at(c.halp, spec, 200)) == (0.0, 1.0)
+    assert mu_at(c.halp, PRESETS["baseline"], 300) == 0.0
+
+
+@pytest.mark.parametrize("method", sorted(PRESETS))
+def test_every_preset_trains_and_checkpoints(ntu_data: Path, tmp_path: Path, method: str) -> None:
+    config = smoke_config(ntu_data, f"method={method}", "optim.epochs=2", "log.knn_every=2")
+    row = pretrain(config, tmp_path / "run")
+    spec = PRESETS[method]
+    assert {f"loss_cl_{m}" for m in spec.modalities} <= set(row)
+    assert ("loss_cmd" in row) == spec.cmd
+    assert ("loss_halp_joint" in row) == spec.halp  # mu_start_epoch = 1 in the smoke config
+    if spec.halp:
+        assert 0.0 <= row["halp_keep_joint"] <= 1.0 and 0.0 < row["halp_t_star_joint"] <= 1.0
+    assert 0.0 <= row["knn_top1"] <= 100.0
+    payload = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert payload["epoch"] == 2 and payload["config"] == to_dict(config)
+    rows = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [r["epoch"] for r in rows] == [0, 1]
+    assert (tmp_path / "run" / "metrics.csv").read_text().startswith("epoch,")
+
+
+def _state(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+@pytest.mark.parametrize("method", ["halp", "halp_cmd"])
+def test_resume_is_bit_identical(ntu_data: Path, tmp_path: Path, method: str) -> None:
+    straight = smoke_config(ntu_data, f"method={method}", "optim.epochs=2", "log.knn_every=0")
+    pretrain(straight, tmp_path / "straight")
+    first = smoke_config(ntu_data, f"method={method}", "optim.epochs=1", "log.knn_every=0")
+    pretrain(first, tmp_path / "split")
+    pretrain(straight, tmp_path / "split", resume=True)
+    a, b = (
+        _state(tmp_path / "straight" / "checkpoint.pt"),
+        _state(tmp_path / "split" / "checkpoint.pt"),
+    )
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert _rows(tmp_path / "split") == _rows(tmp_path / "straight")
+
+
+def _rows(run: Path) -> list[dict[str, float]]:
+    """Logged metrics without the wall time."""
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
+
+
+def test_resume_refuses_another_config_and_foreign_files(ntu_data: Path, tmp_path: Path) -> None:
+    config = smoke_config(ntu_data, "optim.epochs=1", "log.knn_every=0")
+    pretrain(config, tmp_path / "run")
+    with pytest.raises(CheckpointError, match="exists: pass --resume"):
+        pretrain(config, tmp_path / "run")
+    other = smoke_config(ntu_data, "optim.epochs=2", "halp.lam=0.5", "log.knn_every=0")
+    with pytest.raises(CheckpointError, match=r"differs from the checkpoint's in halp\.lam"):
+        pretrain(other, tmp_path / "run", resume=True)
+    torch.save({"state_dict": {}}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not a halp pretraining checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match="not a loadable checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
+    ntu_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = smoke_config(ntu_data, "optim.epochs=1", "log.knn_every=0")
+    pretrain(config, tmp_path / "run")
+    good = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    original = PretrainModel.forward
+
+    def poisoned(self: PretrainModel, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        out = original(self, *args, **kwargs)
+        out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(PretrainModel, "forward", poisoned)
+    longer = smoke_config(ntu_data, "optim.epochs=2", "log.knn_every=0")
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at epoch 1, step 0.*is kept"):
+        pretrain(longer, tmp_path / "run", resume=True)
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == good
+
+
+def test_too_few_samples_for_a_batch(ntu_data: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="less than one batch"):
+        pretrain(smoke_config(ntu_data, "optim.batch_size=512"), tmp_path / "run")
+
+
+# --------------------------------------------------------------------- DDP on CPU
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, data: str, run: str) -> None:
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+    )  # fmt: skip
+    torch.set_num_threads(1)
+    config = load_config(PretrainConfig, SMOKE, [
+        f"data.root={data}", "optim.epochs=2", "log.knn_every=0", "method=halp"])  # fmt: skip
+    import halp.train as train
+
+    captured = {}
+    original = PretrainModel.refresh_prototypes
+
+    def refresh(self: PretrainModel, generator: torch.Generator | None = None) -> None:
+        original(self, generator)
+        captured["model"] = self
+
+    PretrainModel.refresh_prototypes = refresh  # type: ignore[method-assign]
+    train.pretrain(config, Path(run))
+    model = captured["model"]
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.save(state, Path(run) / f"rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_two_processes_agree(ntu_data: Path, tmp_path: Path) -> None:
+    mp.start_processes(_ddp_worker, args=(2, _free_port(), str(ntu_data), str(tmp_path)),
+                       nprocs=2, join=True, start_method="spawn")  # fmt: skip
+    a = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    b = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    # parameters, queues, pointers and prototypes agree; BatchNorm running statistics are
+    # per process on CPU (SyncBatchNorm is used on CUDA only), so they are not compared
+    compared = [k for k in a if "running_" not in k]
+    assert len(compared) > 20
+    for key in compared:
+        assert torch.equal(a[key], b[key]), key
+    # 29 training samples, 2 ranks x 4 per step, drop_last: 3 steps of 8 keys per epoch
+    assert int(a["branches.joint.queue.seen"]) == 2 * 3 * 8
+    assert bool(a["branches.joint.prototypes_ready"])
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 2
