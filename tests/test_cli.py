@@ -60,3 +60,25 @@ def test_smoke_runs_end_to_end(tmp_path: Path) -> None:
     for bench in report["benchmarks"].values():
         assert bench["pretrain_batch"]["joint"] == [8, 3, 64, 25, 2]
         assert bench["train"] > 0 and bench["test"] > 0
+    assert set(report["pretrain"]) == {"baseline", "halp", "cmd", "halp_cmd"}
+    for method, row in report["pretrain"].items():
+        assert row["epoch"] == 2 and 0 <= row["knn_top1"] <= 100, method
+        assert ("loss_halp_joint" in row) == method.startswith("halp")
+    assert (tmp_path / "smoke" / "runs" / "ntu60_xsub_halp" / "checkpoint.pt").is_file()
+
+
+def test_pretrain_verb(
+    synth_ntu_raw: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    assert main(["prepare", "ntu60", "--raw", str(synth_ntu_raw), "--out", str(data)]) == 0
+    config = Path(__file__).resolve().parents[1] / "config" / "smoke_pretrain.yaml"
+    base = ["pretrain", "--config", str(config), "--set", f"data.root={data / 'xsub'}",
+            "--run", str(tmp_path / "run")]  # fmt: skip
+    assert main([*base, "--set", "optim.epochs=1", "--print-config"]) == 0
+    assert "epochs: 1" in capsys.readouterr().out
+    assert main([*base, "--set", "optim.epochs=1"]) == 0
+    assert "pretraining finished" in capsys.readouterr().out
+    assert main([*base, "--set", "optim.epochs=2", "--resume"]) == 0
+    assert main([*base, "--set", "halp.lamda=1"]) == 2
+    assert "'halp.lamda' is unknown (did you mean 'halp.lam'?)" in capsys.readouterr().err

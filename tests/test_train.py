@@ -184,3 +184,36 @@ def test_ddp_two_processes_agree(ntu_data: Path, tmp_path: Path) -> None:
     assert int(a["branches.joint.queue.seen"]) == 2 * 3 * 8
     assert bool(a["branches.joint.prototypes_ready"])
     assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 2
+
+
+def test_halp_before_mu_start_is_exactly_the_baseline(ntu_data: Path, tmp_path: Path) -> None:
+    """mu = 0 epochs train plain MoCo: the paper's schedule = baseline, then HaLP on top."""
+    base = smoke_config(ntu_data, "method=baseline", "optim.epochs=2", "log.knn_every=0")
+    halp = smoke_config(ntu_data, "method=halp", "optim.epochs=2", "log.knn_every=0",
+                        "halp.mu_start_epoch=5")  # fmt: skip
+    pretrain(base, tmp_path / "base")
+    pretrain(halp, tmp_path / "halp")
+    a, b = _state(tmp_path / "base" / "checkpoint.pt"), _state(tmp_path / "halp" / "checkpoint.pt")
+    shared = [k for k in a if not k.startswith("branches.joint.prototypes")]
+    assert shared and all(torch.equal(a[k], b[k]) for k in shared)
+    assert int(b["halp_keys_seen"]) == 0
+
+
+def test_warmup_counts_keys_after_mu_switches_on(ntu_data: Path, tmp_path: Path) -> None:
+    """The reference's 2L+1 warm-up: no positives until that many keys after mu > 0."""
+    config = smoke_config(ntu_data, "optim.epochs=3", "log.knn_every=0",
+                          "halp.warmup_samples=30")  # fmt: skip
+    pretrain(config, tmp_path / "run")
+    rows = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    # epoch 0: mu = 0; epoch 1: 24 keys seen, below 30, no L_HaLP yet; epoch 2: active
+    assert "loss_halp_joint" not in rows[0] and "loss_halp_joint" not in rows[1]
+    assert "loss_halp_joint" in rows[2]
+
+
+def test_shipped_smoke_config_equals_the_embedded_one() -> None:
+    from halp.config import from_dict
+    from halp.smoke import SMOKE_PRETRAIN
+
+    assert load_config(PretrainConfig, SMOKE) == from_dict(PretrainConfig, SMOKE_PRETRAIN)

@@ -68,7 +68,8 @@ class HalpConfig:
     lam: float = 0.8  # lambda: t_c ~ U(0, lambda t*)
     mu: float = 1.0  # weight of L_HaLP once active
     mu_start_epoch: int = 200  # mu = 0 before this epoch (paper)
-    warmup_samples: int = 0  # keys seen before generating (reference: 2 L + 1)
+    # keys enqueued after mu switches on before positives are generated (reference: 2 L + 1)
+    warmup_samples: int = 0
     tc_sampling: Literal["paper", "reference", "fixed"] = "paper"
     t_star: Literal["paper", "reference"] = "paper"  # reference: plain atan, as the code
     anchor: Literal["key", "query"] = "key"

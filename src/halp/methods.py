@@ -116,12 +116,16 @@ def _gather(x: Tensor) -> Tensor:
 class PretrainModel(nn.Module):
     """The one builder behind every method preset."""
 
+    halp_keys_seen: Tensor
+
     def __init__(self, config: PretrainConfig) -> None:
         super().__init__()
         self.config = config
         self.spec = method_spec(config)
         generator = torch.Generator().manual_seed(config.seed)
         self.branches = nn.ModuleDict({m: Branch(config, generator) for m in self.spec.modalities})
+        # keys enqueued while L_HaLP was switched on (mu > 0), for halp.warmup_samples
+        self.register_buffer("halp_keys_seen", torch.zeros((), dtype=torch.long))
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -165,9 +169,13 @@ class PretrainModel(nn.Module):
             loss = loss + c.weight * loss_cmd
             terms["loss_cmd"] = float(loss_cmd.detach())
         if self.spec.halp and mu > 0:
-            loss = loss + mu * self._halp_terms(qs, ks, terms, generator)
+            if int(self.halp_keys_seen) >= cfg.halp.warmup_samples:
+                loss = loss + mu * self._halp_terms(qs, ks, terms, generator)
         for m, branch in self.branches.items():
-            branch.queue.enqueue(_gather(ks[m]))
+            keys = _gather(ks[m])
+            branch.queue.enqueue(keys)
+        if self.spec.halp and mu > 0:
+            self.halp_keys_seen.add_(keys.shape[0])
         terms["loss"] = float(loss.detach())
         return StepOutput(loss, terms)
 
@@ -182,7 +190,7 @@ class PretrainModel(nn.Module):
         h = self.config.halp
         total = next(iter(qs.values())).new_zeros(())
         for m, branch in self.branches.items():
-            if not bool(branch.prototypes_ready) or int(branch.queue.seen) < h.warmup_samples:
+            if not bool(branch.prototypes_ready):
                 continue
             q, k = qs[m], ks[m]
             anchor = k if h.anchor == "key" else q.detach()
