@@ -217,3 +217,33 @@ def test_shipped_smoke_config_equals_the_embedded_one() -> None:
     from halp.smoke import SMOKE_PRETRAIN
 
     assert load_config(PretrainConfig, SMOKE) == from_dict(PretrainConfig, SMOKE_PRETRAIN)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "config" / "pretrain").glob("*.yaml")))
+def test_shipped_configs_load_and_run_a_step(path: Path, ntu_data: Path, tmp_path: Path) -> None:
+    """Every shipped config is valid and trains (shrunk to the smoke sizes)."""
+    full = load_config(PretrainConfig, path)
+    assert full.optim.epochs > 100  # a real configuration, not a toy
+    merged = load_config(PretrainConfig, SMOKE, [
+        f"{key}={value}" for key, value in _flat(yaml_of(path)).items()
+        if key.split(".")[0] in ("halp", "encoder") and not key.startswith(
+            ("halp.warmup", "halp.mu_start"))
+    ] + [f"data.root={ntu_data}", "optim.epochs=2", "log.knn_every=0"])  # fmt: skip
+    row = pretrain(merged, tmp_path / "run")
+    assert "loss_halp_joint" in row
+
+
+def yaml_of(path: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+def _flat(data: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
