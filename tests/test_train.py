@@ -247,3 +247,12 @@ def _flat(data: dict, prefix: str = "") -> dict[str, object]:
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+def test_wandb_offline_writes_a_local_run(ntu_data: Path, tmp_path: Path) -> None:
+    """The default logger (offline: no network, no account) records into the run folder."""
+    pytest.importorskip("wandb")
+    config = smoke_config(ntu_data, "optim.epochs=1", "log.knn_every=0", "log.wandb=offline")
+    pretrain(config, tmp_path / "run")
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert (tmp_path / "run" / "wandb_id.txt").read_text().startswith("run-")

@@ -178,9 +178,9 @@ def _wandb(config: PretrainConfig, run_dir: Path) -> Any:
     except ImportError:
         log.warning("wandb is not installed; metrics go to metrics.csv only")
         return None
-    id_file = run_dir / "wandb_id.txt"
+    id_file = run_dir / "wandb_id.txt"  # one wandb run per run folder, across resumes
     if not id_file.exists():
-        atomic_write_text(id_file, wandb.util.generate_id())
+        atomic_write_text(id_file, f"{run_dir.name}-{os.urandom(4).hex()}")
     return wandb.init(
         project=config.log.wandb_project,
         dir=str(run_dir),
