@@ -189,10 +189,9 @@ def run_smoke(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from halp.config import ConfigError
-    from halp.errors import RawFormatError
+    from halp.errors import RawFormatError, TrainingDiverged
     from halp.prepare import PrepareError
     from halp.storage import DataFormatError
-    from halp.train import TrainingDiverged
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(

@@ -15,3 +15,7 @@ class RawFormatError(ValueError):
 
     def __reduce__(self) -> tuple[type, tuple[str, int, str]]:  # picklable across processes
         return (type(self), (self.path, self.line, self.message))
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite; the last good checkpoint is kept."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from importlib import resources
+from itertools import repeat
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from halp.errors import RawFormatError
 from halp.skeleton import MAX_BODY_SLOTS, NUM_JOINTS
 
 NAME_RE = re.compile(r"^S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})$")
+_ALLOWED = b"0123456789.eE+- \t\r\n"
 _BAD_CHAR = re.compile(r"[^0-9.eE+\- \t\r\n]")
 NAME_HELP = "expected SsssCcccPpppRrrrAaaa, e.g. S001C002P003R002A013"
 
@@ -164,6 +166,26 @@ def _count(lines: list[str], i: int, origin: str, what: str, context: str) -> in
     return int(fields[0])
 
 
+def _check_body_header(lines: list[str], i: int, origin: str, where: str) -> None:
+    """Raise the precise error for a body starting on line ``i`` (0-based), if any."""
+    if i >= len(lines):
+        _count(lines, i, origin, "body line", f"of {where}")  # raises "truncated"
+    if len(lines[i].split()) != 10:
+        raise RawFormatError(
+            origin, i + 1, f"a body line needs 10 values, found {len(lines[i].split())}"
+        )
+    joints = _count(lines, i + 1, origin, "joint count", f"of {where}")
+    if joints != NUM_JOINTS:
+        raise RawFormatError(origin, i + 2, f"joint count is {joints}, expected 25")
+    if i + 2 + NUM_JOINTS > len(lines):
+        raise RawFormatError(
+            origin,
+            len(lines),
+            f"file ends inside the joints of {where}: the file is truncated "
+            "(re-extract it from the archive)",
+        )
+
+
 def _locate_bad_joint_line(lines: list[str], starts: list[int], origin: str) -> RawFormatError:
     """Find the first malformed joint line (slow path, only after the fast path failed)."""
     for start in starts:
@@ -209,8 +231,9 @@ def parse_skeleton(raw: bytes, origin: str) -> np.ndarray:
         text = raw.decode("ascii")
     except UnicodeDecodeError as err:
         raise RawFormatError(origin, raw[: err.start].count(b"\n") + 1, "non-ASCII byte") from None
-    bad = _BAD_CHAR.search(text)
-    if bad is not None:
+    if raw.translate(None, _ALLOWED):  # cheap; the regex only runs to name the line
+        bad = _BAD_CHAR.search(text)
+        assert bad is not None
         line_no = text.count("\n", 0, bad.start()) + 1
         value = text[text.rfind("\n", 0, bad.start()) + 1 :].split("\n", 1)[0].strip()
         raise RawFormatError(origin, line_no, f"non-numeric field {bad.group()!r} in {value!r}")
@@ -224,31 +247,25 @@ def parse_skeleton(raw: bytes, origin: str) -> np.ndarray:
     slot_of: list[int] = []
     frame_of: list[int] = []
     i = 1
+    n_lines = len(lines)
     for frame in range(num_frames):
-        where = f"of frame {frame + 1}/{num_frames}"
-        num_bodies = _count(lines, i, origin, "body count", where)
+        # fast checks inline; the helpers re-check slowly only to word the error
+        if i >= n_lines or not lines[i].strip().isdigit():
+            _count(lines, i, origin, "body count", f"of frame {frame + 1}/{num_frames}")
+        num_bodies = int(lines[i])
         if num_bodies > MAX_BODY_SLOTS:
             raise RawFormatError(
                 origin, i + 1, f"{num_bodies} bodies in frame {frame + 1}; at most {MAX_BODY_SLOTS}"
             )
         i += 1
         for body in range(num_bodies):
-            if i >= len(lines):
-                _count(lines, i, origin, "body line", where)  # raises "truncated"
-            if len(lines[i].split()) != 10:
-                raise RawFormatError(
-                    origin, i + 1, f"a body line needs 10 values, found {len(lines[i].split())}"
-                )
-            joints = _count(lines, i + 1, origin, "joint count", f"of body {body + 1} {where}")
-            if joints != NUM_JOINTS:
-                raise RawFormatError(origin, i + 2, f"joint count is {joints}, expected 25")
-            if i + 2 + NUM_JOINTS > len(lines):
-                raise RawFormatError(
-                    origin,
-                    len(lines),
-                    f"file ends inside the joints of body {body + 1} {where}: "
-                    "the file is truncated (re-extract it from the archive)",
-                )
+            if (
+                i + 2 + NUM_JOINTS > n_lines
+                or lines[i].count(" ") != 9
+                or lines[i + 1].strip() != "25"
+            ):
+                where = f"body {body + 1} of frame {frame + 1}/{num_frames}"
+                _check_body_header(lines, i, origin, where)
             starts.append(i + 2)
             slot_of.append(body)
             frame_of.append(frame)
@@ -259,14 +276,16 @@ def parse_skeleton(raw: bytes, origin: str) -> np.ndarray:
         )
     if not starts:
         raise RawFormatError(origin, 1, f"no body in any of the {num_frames} frames")
-    joint_lines = [lines[s + j] for s in starts for j in range(NUM_JOINTS)]
+    joint_lines: list[str] = []
+    for start in starts:
+        joint_lines += lines[start : start + NUM_JOINTS]
     # fast path: one space between 12 values; anything else gets the exact check
-    if any(line.count(" ") != 11 for line in joint_lines) and any(
+    if set(map(str.count, joint_lines, repeat(" "))) != {11} and any(
         len(line.split()) != 12 for line in joint_lines
     ):
         raise _locate_bad_joint_line(lines, starts, origin)
     try:
-        xyz = np.array([line.split(None, 3)[:3] for line in joint_lines], dtype=np.float64)
+        xyz = np.loadtxt(joint_lines, usecols=(0, 1, 2), dtype=np.float64, ndmin=2)
     except ValueError:
         raise _locate_bad_joint_line(lines, starts, origin) from None
     if not np.isfinite(xyz).all():

@@ -7,6 +7,8 @@ M = 2 persons.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 NUM_JOINTS = 25
@@ -72,26 +74,33 @@ def rotation_to(v: np.ndarray, target: np.ndarray) -> np.ndarray:
     (near) zero or already parallel to ``target``, as the reference does; for an
     antiparallel ``v`` it turns by pi about an axis orthogonal to ``target``.
     """
-    nv = np.linalg.norm(v)
-    nt = np.linalg.norm(target)
+    # plain floats: this runs twice per sample, where numpy's per-call overhead dominates
+    vx, vy, vz = (float(c) for c in v)
+    tx, ty, tz = (float(c) for c in target)
+    nv = math.sqrt(vx * vx + vy * vy + vz * vz)
+    nt = math.sqrt(tx * tx + ty * ty + tz * tz)
     if nv < 1e-6 or nt < 1e-6:
         return np.eye(3)
-    a = v / nv
-    b = target / nt
-    axis = np.cross(a, b)
-    s = np.linalg.norm(axis)
-    c = float(np.clip(np.dot(a, b), -1.0, 1.0))
+    a = (vx / nv, vy / nv, vz / nv)
+    b = (tx / nt, ty / nt, tz / nt)
+    axis = _cross(a, b)
+    s = math.sqrt(sum(x * x for x in axis))
+    c = min(1.0, max(-1.0, a[0] * b[0] + a[1] * b[1] + a[2] * b[2]))
     if s < 1e-6:
         if c > 0:
             return np.eye(3)
         # antiparallel: rotate by pi about any axis orthogonal to b
-        helper = np.array([1.0, 0.0, 0.0]) if abs(b[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
-        axis = np.cross(b, helper)
-        axis /= np.linalg.norm(axis)
-        return 2.0 * np.outer(axis, axis) - np.eye(3)
-    k = axis / s
-    kx = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+        helper = (1.0, 0.0, 0.0) if abs(b[0]) < 0.9 else (0.0, 1.0, 0.0)
+        u = np.array(_cross(b, helper))
+        u /= np.linalg.norm(u)
+        return 2.0 * np.outer(u, u) - np.eye(3)
+    k0, k1, k2 = (x / s for x in axis)
+    kx = np.array([[0.0, -k2, k1], [k2, 0.0, -k0], [-k1, k0, 0.0]])
     return np.eye(3) + s * kx + (1.0 - c) * (kx @ kx)
+
+
+def _cross(a: tuple[float, ...], b: tuple[float, ...]) -> tuple[float, float, float]:
+    return (a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0])
 
 
 def _loop_pad(person: np.ndarray, compaction: str) -> None:
@@ -130,24 +139,29 @@ def normalize(skeleton: np.ndarray, compaction: str = "all") -> np.ndarray:
     """
     if compaction not in ("all", "leading"):
         raise ValueError(f"compaction must be 'all' or 'leading', got {compaction!r}")
-    x = np.array(skeleton, dtype=np.float64, copy=True)
+    return _normalize_inplace(np.array(skeleton, dtype=np.float64, copy=True), compaction)
+
+
+def _normalize_inplace(x: np.ndarray, compaction: str) -> np.ndarray:
+    """``normalize`` on a float64 array it may overwrite."""
     for person in x:
         _loop_pad(person, compaction)
-    present = x.sum(axis=-1, keepdims=True) != 0  # (M, T, V, 1), per joint as the recipe
-    centre = x[0, :, SPINE_MID : SPINE_MID + 1, :]  # (T, 1, 3)
-    x = (x - centre[None]) * present
-    # both rotations come from person 0 in frame 0; rotating a zero joint keeps it zero
+    # a joint is present when its coordinates do not sum to 0 (the recipe's test)
+    present = (x[..., 0] + x[..., 1] + x[..., 2]) != 0  # (M, T, V)
+    x -= x[0, :, SPINE_MID : SPINE_MID + 1, :][None]  # centre per frame on person 0
+    x *= present[..., None]
+    # both rotations come from person 0 in frame 0; applied at once as R = r2 r1
     r1 = rotation_to(x[0, 0, SPINE_MID] - x[0, 0, SPINE_BASE], np.array([0.0, 0.0, 1.0]))
-    x = x @ r1.T
-    r2 = rotation_to(x[0, 0, RIGHT_SHOULDER] - x[0, 0, LEFT_SHOULDER], np.array([1.0, 0.0, 0.0]))
-    x = x @ r2.T
-    return x.astype(np.float32)
+    shoulders = r1 @ (x[0, 0, RIGHT_SHOULDER] - x[0, 0, LEFT_SHOULDER])
+    r2 = rotation_to(shoulders, np.array([1.0, 0.0, 0.0]))
+    rotated = x.reshape(-1, 3) @ (r2 @ r1).T  # rotating a zero joint keeps it zero
+    return rotated.reshape(x.shape).astype(np.float32)
 
 
 def fit_frames(skeleton: np.ndarray, num_frames: int = MAX_FRAMES) -> np.ndarray:
-    """Zero-pad or truncate (M, T, V, 3) along time to ``num_frames``."""
+    """Zero-pad or truncate (M, T, V, 3) along time to ``num_frames`` (a new float64 array)."""
     m, t, v, c = skeleton.shape
-    out = np.zeros((m, num_frames, v, c), dtype=skeleton.dtype)
+    out = np.zeros((m, num_frames, v, c), dtype=np.float64)
     keep = min(t, num_frames)
     out[:, :keep] = skeleton[:, :keep]
     return out
@@ -173,4 +187,6 @@ def process_sample(
     if persons.shape[0] < NUM_PERSONS:
         pad = np.zeros((NUM_PERSONS - persons.shape[0], *persons.shape[1:]), persons.dtype)
         persons = np.concatenate([persons, pad])
-    return to_ctvm(normalize(fit_frames(persons, num_frames), compaction))
+    if compaction not in ("all", "leading"):
+        raise ValueError(f"compaction must be 'all' or 'leading', got {compaction!r}")
+    return to_ctvm(_normalize_inplace(fit_frames(persons, num_frames), compaction))

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from halp import __version__
 from halp.config import HalpConfig, OptimConfig, PretrainConfig, from_dict, to_dict
 from halp.dataset import ClassificationDataset, PretrainDataset, make_loader
+from halp.errors import TrainingDiverged
 from halp.knn import extract_features, knn_accuracy
 from halp.methods import MethodSpec, PretrainModel
 from halp.storage import atomic_write_text, load_split
@@ -41,10 +42,6 @@ CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "halp-pretrain/1"
 # keys that may change between a run and its resumption
 RESUMABLE_CHANGES = ("optim.epochs", "log.", "data.workers", "data.root", "device")
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
 class CheckpointError(ValueError):
