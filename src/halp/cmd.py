@@ -9,6 +9,24 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+@torch.no_grad()
+def teacher(k: Tensor, queue: Tensor, topk: int, temperature: float) -> tuple[Tensor, Tensor]:
+    """Softmax at ``temperature`` of the ``topk`` largest similarities of ``k`` to its queue.
+
+    Returns the (B, k) distribution and the (B, k) queue indices it lives on.
+    """
+    sim = k @ queue.T  # (B, L)
+    top, idx = sim.topk(min(topk, sim.shape[1]), dim=1)  # (B, k)
+    return F.softmax(top / temperature, dim=1), idx
+
+
+def student_kl(q: Tensor, queue: Tensor, target: Tensor, idx: Tensor, temperature: float) -> Tensor:
+    """KL(target || student), batch mean; the student is the log-softmax at ``temperature``
+    of ``q``'s similarities to its own queue at the teacher's indices ``idx``."""
+    sim = (q @ queue.T).gather(1, idx)  # (B, k)
+    return F.kl_div(F.log_softmax(sim / temperature, dim=1), target, reduction="batchmean")
+
+
 def distillation_pair(
     k_teacher: Tensor,
     queue_teacher: Tensor,
@@ -18,21 +36,15 @@ def distillation_pair(
     teacher_temperature: float,
     student_temperature: float,
 ) -> Tensor:
-    """KL(teacher || student) for one ordered modality pair, batch mean.
+    """KL(teacher || student) for one ordered modality pair (A -> B), batch mean.
 
-    The teacher is the softmax, at ``teacher_temperature``, of its key's similarities
-    to its own queue restricted to their ``topk`` largest entries; the student is the
-    log-softmax, at ``student_temperature``, of its query's similarities to its own
-    queue at the same indices (the queues are aligned: slot j holds the same sample in
-    every modality). Only the student carries a gradient.
+    The teacher is A's key against A's queue, restricted to its ``topk`` nearest
+    entries; the student is B's query against B's queue at the same entries (the queues
+    are aligned: slot j holds the same sample in every modality). Only the student
+    carries a gradient.
     """
-    with torch.no_grad():
-        sim_t = k_teacher @ queue_teacher.T  # (B, L)
-        top, idx = sim_t.topk(min(topk, sim_t.shape[1]), dim=1)  # (B, k)
-        teacher = F.softmax(top / teacher_temperature, dim=1)
-    sim_s = (q_student @ queue_student.T).gather(1, idx)  # (B, k)
-    log_student = F.log_softmax(sim_s / student_temperature, dim=1)
-    return F.kl_div(log_student, teacher, reduction="batchmean")
+    target, idx = teacher(k_teacher, queue_teacher, topk, teacher_temperature)
+    return student_kl(q_student, queue_student, target, idx, student_temperature)
 
 
 def cmd_loss(
@@ -43,14 +55,15 @@ def cmd_loss(
     teacher_temperature: float,
     student_temperature: float,
 ) -> Tensor:
-    """L_CMD: the sum of ``distillation_pair`` over every ordered pair of modalities."""
+    """L_CMD: ``distillation_pair`` summed over every ordered pair of modalities.
+
+    Each teacher's top-k is computed once and shared by its students.
+    """
     names = list(q)
     total = q[names[0]].new_zeros(())
     for a in names:
+        target, idx = teacher(k[a], queues[a], topk, teacher_temperature)
         for b in names:
-            if a != b:
-                total = total + distillation_pair(
-                    k[a], queues[a], q[b], queues[b], topk, teacher_temperature,
-                    student_temperature,
-                )  # fmt: skip
+            if b != a:
+                total = total + student_kl(q[b], queues[b], target, idx, student_temperature)
     return total
