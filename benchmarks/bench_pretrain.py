@@ -6,7 +6,7 @@ encoder size and the same random batch, interleaving the methods round by round 
 that drift of the machine hits all of them alike. Prints the median step time of each
 method, the ratios HaLP / baseline and HaLP+CMD / CMD (paper: 1.13x and 1.11x), and
 the ratios of peak memory (paper: 1.0x). Peak memory is CUDA's max allocated memory
-on a GPU, and the peak RSS of a fresh subprocess per method on the CPU.
+on a GPU, and the peak RSS (VmHWM; Linux) of a fresh subprocess per method on the CPU.
 
     python benchmarks/bench_pretrain.py                     # small encoder, CPU
     python benchmarks/bench_pretrain.py --full --device cuda  # the paper's encoder size
@@ -51,10 +51,14 @@ class Runner:
         self.gen = torch.Generator(device=device).manual_seed(0)
         b = config.optim.batch_size
         g = torch.Generator().manual_seed(1)
-        self.q = {m: torch.randn(b, 3, frames, 25, 2, generator=g).to(device)
-                  for m in self.model.modalities}  # fmt: skip
-        self.k = {m: torch.randn(b, 3, frames, 25, 2, generator=g).to(device)
-                  for m in self.model.modalities}  # fmt: skip
+        self.q = {
+            m: torch.randn(b, 3, frames, 25, 2, generator=g).to(device)
+            for m in self.model.modalities
+        }
+        self.k = {
+            m: torch.randn(b, 3, frames, 25, 2, generator=g).to(device)
+            for m in self.model.modalities
+        }
         self.step_count = 0
         # fill the queues so prototypes come from real keys, as after warm-up
         while int(next(iter(self.model.branches.values())).queue.seen) < config.halp.top_k:
@@ -108,13 +112,14 @@ def peak_memory(args: argparse.Namespace, method: str) -> float:
         return peak
     config = json.dumps(to_dict(make_config(args, method)))
     code = (
-        "import json, resource, sys, torch\n"
+        "import json, torch\n"
         "from halp.config import PretrainConfig, from_dict\n"
         "from benchmarks.bench_pretrain import Runner\n"
         f"c = from_dict(PretrainConfig, json.loads({config!r}))\n"
         f"r = Runner(c, torch.device('cpu'), {args.frames})\n"
         f"for _ in range({args.steps}): r.step()\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "status = open('/proc/self/status').read().splitlines()\n"
+        "print(next(int(line.split()[1]) for line in status if line.startswith('VmHWM')))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(out.stdout.strip().splitlines()[-1]) / 1024
@@ -133,8 +138,10 @@ def main() -> None:
     parser.add_argument("--skip-memory", action="store_true")
     args = parser.parse_args()
     size = "full size (1024 x 3)" if args.full else f"hidden {args.hidden} x 3"
-    print(f"device {args.device}, encoder {size}, batch {args.batch} x {args.frames} frames, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")  # fmt: skip
+    print(
+        f"device {args.device}, encoder {size}, batch {args.batch} x {args.frames} frames, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     step = time_methods(args)
     for method, seconds in step.items():
         print(f"  {method:9s} {seconds * 1000:9.1f} ms/step  {args.batch / seconds:8.1f} samples/s")

@@ -34,29 +34,40 @@ def test_prepare_verbs_and_errors(
     synth_ntu_raw: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out"
-    assert main(["prepare", "ntu60", "--raw", str(synth_ntu_raw), "--out", str(out),
-                 "--workers", "2"]) == 0  # fmt: skip
+    assert (
+        main(["prepare", "ntu60", "--raw", str(synth_ntu_raw), "--out", str(out), "--workers", "2"])
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "ntu60 xsub: train" in printed and "skipped 0 bad file(s)" in printed
     assert json.loads((out / "manifest.json").read_text())["dataset"] == "ntu60"
     code = main(["prepare", "ntu60", "--raw", str(tmp_path / "absent"), "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and "halp prepare: error:" in err and "absent: no such file" in err
-    assert main(["prepare", "ntu60", "--raw", str(synth_ntu_raw), "--out", str(out),
-                 "--workers", "0"]) == 2  # fmt: skip
+    assert (
+        main(["prepare", "ntu60", "--raw", str(synth_ntu_raw), "--out", str(out), "--workers", "0"])
+        == 2
+    )
     assert "--workers must be at least 1" in capsys.readouterr().err
 
 
 def test_smoke_runs_end_to_end(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "halp", "smoke", "--out", str(tmp_path / "smoke")],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "smoke" / "smoke.json").read_text())
     assert set(report["benchmarks"]) == {
-        "ntu60_xsub", "ntu60_xview", "ntu120_xsub", "ntu120_xset", "pku2_xsub", "pku2_xview"
-    }  # fmt: skip
+        "ntu60_xsub",
+        "ntu60_xview",
+        "ntu120_xsub",
+        "ntu120_xset",
+        "pku2_xsub",
+        "pku2_xview",
+    }
     for bench in report["benchmarks"].values():
         assert bench["pretrain_batch"]["joint"] == [8, 3, 64, 25, 2]
         assert bench["train"] > 0 and bench["test"] > 0
@@ -73,8 +84,15 @@ def test_pretrain_verb(
     data = tmp_path / "data"
     assert main(["prepare", "ntu60", "--raw", str(synth_ntu_raw), "--out", str(data)]) == 0
     config = Path(__file__).resolve().parents[1] / "config" / "smoke_pretrain.yaml"
-    base = ["pretrain", "--config", str(config), "--set", f"data.root={data / 'xsub'}",
-            "--run", str(tmp_path / "run")]  # fmt: skip
+    base = [
+        "pretrain",
+        "--config",
+        str(config),
+        "--set",
+        f"data.root={data / 'xsub'}",
+        "--run",
+        str(tmp_path / "run"),
+    ]
     assert main([*base, "--set", "optim.epochs=1", "--print-config"]) == 0
     assert "epochs: 1" in capsys.readouterr().out
     assert main([*base, "--set", "optim.epochs=1"]) == 0

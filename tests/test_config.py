@@ -17,8 +17,7 @@ def test_defaults_are_the_papers() -> None:
     h = c.halp
     assert (h.num_prototypes, h.top_k, h.refresh_every, h.num_positives) == (20, 256, 5, 100)
     assert (h.lam, h.mu, h.mu_start_epoch, h.anchor) == (0.8, 1.0, 200, "key")
-    assert (c.cmd.topk, c.cmd.teacher_temperature, c.cmd.student_temperature) == (
-        8192, 0.05, 0.1)  # fmt: skip
+    assert (c.cmd.topk, c.cmd.teacher_temperature, c.cmd.student_temperature) == (8192, 0.05, 0.1)
     assert (c.encoder.hidden_size, c.encoder.num_layers, c.seed) == (1024, 3, 42)
 
 

@@ -60,10 +60,32 @@ def test_bone_against_explicit_loop() -> None:
     x = np.random.default_rng(0).normal(size=(3, 8, 25, 2)).astype(np.float32)
     out = bone(x)
     pairs = [
-        (1, 2), (2, 21), (3, 21), (4, 3), (5, 21), (6, 5), (7, 6), (8, 7), (9, 21), (10, 9),
-        (11, 10), (12, 11), (13, 1), (14, 13), (15, 14), (16, 15), (17, 1), (18, 17), (19, 18),
-        (20, 19), (21, 21), (22, 23), (23, 8), (24, 25), (25, 12),
-    ]  # fmt: skip
+        (1, 2),
+        (2, 21),
+        (3, 21),
+        (4, 3),
+        (5, 21),
+        (6, 5),
+        (7, 6),
+        (8, 7),
+        (9, 21),
+        (10, 9),
+        (11, 10),
+        (12, 11),
+        (13, 1),
+        (14, 13),
+        (15, 14),
+        (16, 15),
+        (17, 1),
+        (18, 17),
+        (19, 18),
+        (20, 19),
+        (21, 21),
+        (22, 23),
+        (23, 8),
+        (24, 25),
+        (25, 12),
+    ]
     assert [(c + 1, p + 1) for c, p in zip(BONE_CHILD, BONE_PARENT, strict=True)] == pairs
     for child, parent in pairs:
         np.testing.assert_array_equal(
@@ -189,8 +211,15 @@ def test_pickling_keeps_the_memmap_a_reference(split: SkeletonSplit) -> None:
 
 
 def batches(ds: PretrainDataset, num_workers: int, epoch: int = 0) -> list:
-    loader = make_loader(ds, batch_size=4, shuffle=True, seed=11, num_workers=num_workers,
-                         drop_last=True, epoch=epoch)  # fmt: skip
+    loader = make_loader(
+        ds,
+        batch_size=4,
+        shuffle=True,
+        seed=11,
+        num_workers=num_workers,
+        drop_last=True,
+        epoch=epoch,
+    )
     return list(loader)
 
 

@@ -22,14 +22,20 @@ def test_knn_matches_sklearn(k: int) -> None:
     normed = F.normalize(torch.from_numpy(gallery), dim=1).numpy()
     clf.fit(normed, labels)
     want = clf.predict(F.normalize(torch.from_numpy(queries), dim=1).numpy())
-    got = knn_predict(torch.from_numpy(gallery), torch.from_numpy(labels),
-                      torch.from_numpy(queries), k=k, batch_size=32)  # fmt: skip
+    got = knn_predict(
+        torch.from_numpy(gallery),
+        torch.from_numpy(labels),
+        torch.from_numpy(queries),
+        k=k,
+        batch_size=32,
+    )
     np.testing.assert_array_equal(got.numpy(), want)
 
 
 def test_knn_accuracy_and_bad_k() -> None:
     g = torch.eye(3)
     assert knn_accuracy(g, torch.tensor([0, 1, 2]), g, torch.tensor([0, 1, 1])) == pytest.approx(
-        200 / 3)  # fmt: skip
+        200 / 3
+    )
     with pytest.raises(ValueError, match=r"k must be in 1\.\.3"):
         knn_predict(g, torch.tensor([0, 1, 2]), g, k=4)

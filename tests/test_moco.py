@@ -63,8 +63,9 @@ def test_distillation_pair_against_explicit_kl() -> None:
         unit(20, 8, seed=7),
     )
     qs.requires_grad_(True)
-    got = distillation_pair(kt, qt, qs, qq, topk=6, teacher_temperature=0.05,
-                            student_temperature=0.1)  # fmt: skip
+    got = distillation_pair(
+        kt, qt, qs, qq, topk=6, teacher_temperature=0.05, student_temperature=0.1
+    )
     want = 0.0
     for b in range(3):
         sim = (kt[b] @ qt.T).tolist()
@@ -85,12 +86,15 @@ def test_cmd_loss_sums_six_ordered_pairs_and_vanishes_when_aligned() -> None:
     total = cmd_loss(q, k, queues, topk=10, teacher_temperature=0.05, student_temperature=0.1)
     pairs = sum(
         float(distillation_pair(k[a], queues[a], q[b], queues[b], 10, 0.05, 0.1))
-        for a in mods for b in mods if a != b
-    )  # fmt: skip
+        for a in mods
+        for b in mods
+        if a != b
+    )
     assert math.isclose(float(total), pairs, rel_tol=1e-6)
     # identical modalities and teacher temperature = student temperature: KL = 0
     same = {m: q["joint"] for m in mods}
     same_queue = {m: queues["joint"] for m in mods}
-    zero = cmd_loss(same, same, same_queue, topk=10, teacher_temperature=0.1,
-                    student_temperature=0.1)  # fmt: skip
+    zero = cmd_loss(
+        same, same, same_queue, topk=10, teacher_temperature=0.1, student_temperature=0.1
+    )
     assert abs(float(zero)) < 1e-6

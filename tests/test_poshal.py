@@ -338,8 +338,10 @@ def _assert_finite(out: Hallucination) -> None:
 
 
 @pytest.mark.parametrize("t_star_mode", ["paper", "reference"])
-@pytest.mark.parametrize("case", ["duplicates", "all_equal", "equidistant", "on_prototype",
-                                  "antipodal", "identical_anchors"])  # fmt: skip
+@pytest.mark.parametrize(
+    "case",
+    ["duplicates", "all_equal", "equidistant", "on_prototype", "antipodal", "identical_anchors"],
+)
 def test_hallucinate_edge_cases_stay_finite(case: str, t_star_mode: str) -> None:
     g = gen(0)
     protos = unit(g, 6, 8, dtype=torch.float32)

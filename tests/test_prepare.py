@@ -25,8 +25,12 @@ def read_all(out: Path, bench: str) -> dict[str, tuple]:
     parts = {}
     for part in ("train", "test"):
         split = load_split(out / bench, part)
-        parts[part] = (np.asarray(split.data), split.index.names, split.index.labels.tolist(),
-                       split.index.frames.tolist())  # fmt: skip
+        parts[part] = (
+            np.asarray(split.data),
+            split.index.names,
+            split.index.labels.tolist(),
+            split.index.frames.tolist(),
+        )
     return parts
 
 
@@ -237,7 +241,8 @@ def test_real_pku_sample_with_a_handmade_label(realdata: Path, tmp_path: Path) -
     (raw / "skeleton").mkdir(parents=True)
     (raw / "label").mkdir()
     (raw / "skeleton" / "A10N08-L.txt").symlink_to(
-        realdata / "pkummd_v2_sample" / "skeleton" / "A10N08-L.txt")  # fmt: skip
+        realdata / "pkummd_v2_sample" / "skeleton" / "A10N08-L.txt"
+    )
     (raw / "label" / "A10N08-L.txt").write_text("1,10,100,1\n5,200,520,2\n")
     for name in ("cross_subject_v2.txt", "cross_view_v2.txt"):
         (raw / name).write_text("Training videos: \nA10N08-L\nValidataion videos: \n\n")

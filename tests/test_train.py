@@ -41,7 +41,8 @@ def smoke_config(data: Path, *overrides: str) -> PretrainConfig:
 def test_schedules() -> None:
     c = PretrainConfig()
     assert [lr_at(c.optim, e) for e in (0, 350, 351, 450)] == pytest.approx(
-        [0.01, 0.01, 0.001, 0.001])  # fmt: skip
+        [0.01, 0.01, 0.001, 0.001]
+    )
     spec = PRESETS["halp"]
     assert (mu_at(c.halp, spec, 199), mu_at(c.halp, spec, 200)) == (0.0, 1.0)
     assert mu_at(c.halp, PRESETS["baseline"], 300) == 0.0
@@ -146,12 +147,18 @@ def _free_port() -> int:
 
 def _ddp_worker(rank: int, world: int, port: int, data: str, run: str) -> None:
     os.environ.update(
-        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
-    )  # fmt: skip
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
     torch.set_num_threads(1)
-    config = load_config(PretrainConfig, SMOKE, [
-        f"data.root={data}", "optim.epochs=2", "log.knn_every=0", "method=halp"])  # fmt: skip
+    config = load_config(
+        PretrainConfig,
+        SMOKE,
+        [f"data.root={data}", "optim.epochs=2", "log.knn_every=0", "method=halp"],
+    )
     import halp.train as train
 
     captured = {}
@@ -170,8 +177,13 @@ def _ddp_worker(rank: int, world: int, port: int, data: str, run: str) -> None:
 
 
 def test_ddp_two_processes_agree(ntu_data: Path, tmp_path: Path) -> None:
-    mp.start_processes(_ddp_worker, args=(2, _free_port(), str(ntu_data), str(tmp_path)),
-                       nprocs=2, join=True, start_method="spawn")  # fmt: skip
+    mp.start_processes(
+        _ddp_worker,
+        args=(2, _free_port(), str(ntu_data), str(tmp_path)),
+        nprocs=2,
+        join=True,
+        start_method="spawn",
+    )
     a = torch.load(tmp_path / "rank0.pt", weights_only=True)
     b = torch.load(tmp_path / "rank1.pt", weights_only=True)
     # parameters, queues, pointers and prototypes agree; BatchNorm running statistics are
@@ -189,8 +201,9 @@ def test_ddp_two_processes_agree(ntu_data: Path, tmp_path: Path) -> None:
 def test_halp_before_mu_start_is_exactly_the_baseline(ntu_data: Path, tmp_path: Path) -> None:
     """mu = 0 epochs train plain MoCo: the paper's schedule = baseline, then HaLP on top."""
     base = smoke_config(ntu_data, "method=baseline", "optim.epochs=2", "log.knn_every=0")
-    halp = smoke_config(ntu_data, "method=halp", "optim.epochs=2", "log.knn_every=0",
-                        "halp.mu_start_epoch=5")  # fmt: skip
+    halp = smoke_config(
+        ntu_data, "method=halp", "optim.epochs=2", "log.knn_every=0", "halp.mu_start_epoch=5"
+    )
     pretrain(base, tmp_path / "base")
     pretrain(halp, tmp_path / "halp")
     a, b = _state(tmp_path / "base" / "checkpoint.pt"), _state(tmp_path / "halp" / "checkpoint.pt")
@@ -201,8 +214,7 @@ def test_halp_before_mu_start_is_exactly_the_baseline(ntu_data: Path, tmp_path: 
 
 def test_warmup_counts_keys_after_mu_switches_on(ntu_data: Path, tmp_path: Path) -> None:
     """The reference's 2L+1 warm-up: no positives until that many keys after mu > 0."""
-    config = smoke_config(ntu_data, "optim.epochs=3", "log.knn_every=0",
-                          "halp.warmup_samples=30")  # fmt: skip
+    config = smoke_config(ntu_data, "optim.epochs=3", "log.knn_every=0", "halp.warmup_samples=30")
     pretrain(config, tmp_path / "run")
     rows = [
         json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
@@ -224,11 +236,17 @@ def test_shipped_configs_load_and_run_a_step(path: Path, ntu_data: Path, tmp_pat
     """Every shipped config is valid and trains (shrunk to the smoke sizes)."""
     full = load_config(PretrainConfig, path)
     assert full.optim.epochs > 100  # a real configuration, not a toy
-    merged = load_config(PretrainConfig, SMOKE, [
-        f"{key}={value}" for key, value in _flat(yaml_of(path)).items()
-        if key.split(".")[0] in ("halp", "encoder") and not key.startswith(
-            ("halp.warmup", "halp.mu_start"))
-    ] + [f"data.root={ntu_data}", "optim.epochs=2", "log.knn_every=0"])  # fmt: skip
+    merged = load_config(
+        PretrainConfig,
+        SMOKE,
+        [
+            f"{key}={value}"
+            for key, value in _flat(yaml_of(path)).items()
+            if key.split(".")[0] in ("halp", "encoder")
+            and not key.startswith(("halp.warmup", "halp.mu_start"))
+        ]
+        + [f"data.root={ntu_data}", "optim.epochs=2", "log.knn_every=0"],
+    )
     row = pretrain(merged, tmp_path / "run")
     assert "loss_halp_joint" in row
 

@@ -104,6 +104,23 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     )
 
 
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="linear, kNN, semi-supervised, fine-tuning, transfer")
+    p.add_argument("protocol", choices=("linear", "knn", "semi", "finetune", "transfer"))
+    p.add_argument("--checkpoint", required=True, help="a halp pretrain checkpoint")
+    p.add_argument("--data", required=True, help="the benchmark folder to evaluate on")
+    p.add_argument("--out", type=Path, required=True, help="the results JSON to write")
+    p.add_argument("--config", type=Path, default=None, help="YAML file of evaluation keys")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override an evaluation key, e.g. --set label_fraction=0.1",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="halp", description=__doc__)
     parser.add_argument("--version", action="version", version=f"halp {__version__}")
@@ -112,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prepare(sub)
     _add_synth(sub)
     _add_pretrain(sub)
+    _add_evaluate(sub)
     _add_smoke(sub)
     return parser
 
@@ -181,6 +199,25 @@ def run_pretrain(args: argparse.Namespace) -> None:
     )
 
 
+def run_evaluate(args: argparse.Namespace) -> None:
+    from halp.config import EvalConfig, load_config
+    from halp.evaluate import evaluate
+
+    overrides = [
+        *args.overrides,
+        f"protocol={args.protocol}",
+        f"checkpoint={args.checkpoint}",
+        f"data_root={args.data}",
+    ]
+    result = evaluate(load_config(EvalConfig, args.config, overrides), args.out)
+    m = result["metrics"]
+    spread = f" ± {m['top1_std']:.2f}" if "top1_std" in m else ""
+    print(
+        f"{args.protocol} top-1 {m['top1']:.2f}{spread} % on {result['dataset']} "
+        f"{result['benchmark']}; wrote {args.out}"
+    )
+
+
 def run_smoke(args: argparse.Namespace) -> None:
     from halp.smoke import run_smoke as smoke
 
@@ -201,6 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "prepare": run_prepare,
         "synth": run_synth,
         "pretrain": run_pretrain,
+        "evaluate": run_evaluate,
         "smoke": run_smoke,
     }
     try:

@@ -126,6 +126,44 @@ class PretrainConfig:
     log: LogConfig = dataclasses.field(default_factory=LogConfig)
 
 
+@dataclasses.dataclass
+class EvalConfig:
+    """``halp evaluate``: the downstream protocols of REFERENCE.md §5.
+
+    ``linear`` trains a new classifier on the frozen encoder; ``semi``, ``finetune`` and
+    ``transfer`` fine-tune the whole network (``semi`` on a fraction of the labels,
+    ``transfer`` on another dataset than the checkpoint's); ``knn`` needs no training.
+    """
+
+    protocol: Literal["linear", "knn", "semi", "finetune", "transfer"] = "linear"
+    checkpoint: str = ""  # a `halp pretrain` checkpoint
+    # "random": the checkpoint's architecture with fresh weights (the random-init control)
+    encoder_init: Literal["pretrained", "random"] = "pretrained"
+    data_root: str = "data/ntu60/xsub"  # the benchmark to evaluate on
+    modality: str = ""  # which branch of the checkpoint; empty = its first
+    seed: int = 42
+    device: str = "auto"
+    workers: int = 4
+    frames: int = 64
+    # classifier fitting (linear, semi, finetune, transfer)
+    lr: float | None = None  # None: from lr_preset
+    lr_preset: Literal["cmd", "halp"] = "cmd"  # linear: cmd 0.1, halp 0.005 NTU / 0.001 PKU
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 64
+    epochs: int = 80
+    lr_steps: list[int] = dataclasses.field(default_factory=lambda: [50, 70])
+    lr_gamma: float = 0.1
+    eval_every: int = 5  # test accuracy every this many epochs, for best_on_test
+    scale: tuple[float, float] = (0.5, 1.0)  # training crop scale
+    # semi-supervised
+    label_fraction: float = 1.0
+    sampler: Literal["random", "per_class"] = "random"
+    repeats: int = 1  # semi: 5 in the paper's protocol
+    # knn
+    k: int = 1
+
+
 # ------------------------------------------------------------------------ loading
 
 

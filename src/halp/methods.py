@@ -196,9 +196,14 @@ class PretrainModel(nn.Module):
             anchor = k if h.anchor == "key" else q.detach()
             if h.generator == "prototype":
                 hal = poshal.hallucinate(
-                    anchor, branch.prototypes, h.num_positives, h.lam, generator,
-                    tc_sampling=h.tc_sampling, t_star_mode=h.t_star,
-                )  # fmt: skip
+                    anchor,
+                    branch.prototypes,
+                    h.num_positives,
+                    h.lam,
+                    generator,
+                    tc_sampling=h.tc_sampling,
+                    t_star_mode=h.t_star,
+                )
                 positives, keep = hal.h, hal.keep
                 terms[f"halp_t_star_{m}"] = float(hal.t_star.mean())
             else:

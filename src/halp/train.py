@@ -192,8 +192,9 @@ def _wandb(config: PretrainConfig, run_dir: Path) -> Any:
 # ---------------------------------------------------------------------- the loop
 
 
-def _knn(model: PretrainModel, train: Any, test: Any, config: PretrainConfig,
-         device: torch.device) -> float:  # fmt: skip
+def _knn(
+    model: PretrainModel, train: Any, test: Any, config: PretrainConfig, device: torch.device
+) -> float:
     modality = model.modalities[0]
     encoder = model.query_encoder(modality)
     kwargs = {"modality": modality, "train": False, "out_frames": config.data.frames}
@@ -219,9 +220,13 @@ def pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False) -> dic
     train_split = load_split(Path(config.data.root), "train")
     test_split = load_split(Path(config.data.root), "test") if config.log.knn_every else None
     dataset = PretrainDataset(
-        train_split, modality=list(spec.modalities), augmentation=config.data.augmentation,
-        scale=config.data.scale, out_frames=config.data.frames, seed=config.seed,
-    )  # fmt: skip
+        train_split,
+        modality=list(spec.modalities),
+        augmentation=config.data.augmentation,
+        scale=config.data.scale,
+        out_frames=config.data.frames,
+        seed=config.seed,
+    )
     per_rank = config.optim.batch_size // proc.world_size
     if len(dataset) // config.optim.batch_size == 0:
         raise ValueError(
@@ -237,9 +242,10 @@ def pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False) -> dic
     if resume:
         payload = load_checkpoint(ckpt_path)
         changes = [
-            k for k in _config_changes(payload["config"], to_dict(config))
+            k
+            for k in _config_changes(payload["config"], to_dict(config))
             if not k.startswith(RESUMABLE_CHANGES)
-        ]  # fmt: skip
+        ]
         if changes:
             raise CheckpointError(
                 f"{ckpt_path}: the configuration differs from the checkpoint's in "
@@ -274,25 +280,42 @@ def pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False) -> dic
             group["lr"] = lr
         if proc.world_size > 1:
             sampler = DistributedSampler(
-                dataset, proc.world_size, proc.rank, shuffle=True, seed=config.seed,
+                dataset,
+                proc.world_size,
+                proc.rank,
+                shuffle=True,
+                seed=config.seed,
                 drop_last=True,
-            )  # fmt: skip
+            )
             sampler.set_epoch(epoch)
             dataset.set_epoch(epoch)
             loader = torch.utils.data.DataLoader(
-                dataset, batch_size=per_rank, sampler=sampler, drop_last=True,
+                dataset,
+                batch_size=per_rank,
+                sampler=sampler,
+                drop_last=True,
                 num_workers=config.data.workers,
-            )  # fmt: skip
+            )
         else:
             loader = make_loader(
-                dataset, per_rank, shuffle=True, seed=config.seed, epoch=epoch, drop_last=True,
-                num_workers=config.data.workers, pin_memory=device.type == "cuda",
-            )  # fmt: skip
+                dataset,
+                per_rank,
+                shuffle=True,
+                seed=config.seed,
+                epoch=epoch,
+                drop_last=True,
+                num_workers=config.data.workers,
+                pin_memory=device.type == "cuda",
+            )
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
         net.train()
-        bar = tqdm(loader, desc=f"epoch {epoch}", leave=False,
-                   disable=not (config.log.progress and proc.is_main))  # fmt: skip
+        bar = tqdm(
+            loader,
+            desc=f"epoch {epoch}",
+            leave=False,
+            disable=not (config.log.progress and proc.is_main),
+        )
         for step, (views_q, views_k, _) in enumerate(bar):
             views_q = {m: v.to(device, non_blocking=True) for m, v in views_q.items()}
             views_k = {m: v.to(device, non_blocking=True) for m, v in views_k.items()}
@@ -336,6 +359,11 @@ def pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False) -> dic
                 "halp_version": __version__,
                 "method": config.method,
                 "config": to_dict(config),
+                "data": {
+                    "dataset": train_split.index.dataset,
+                    "benchmark": train_split.index.benchmark,
+                    "train_samples": len(train_split),
+                },
                 "epoch": epoch + 1,
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
@@ -349,9 +377,14 @@ def pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False) -> dic
             metrics.append(row)
             if wandb_run is not None:
                 wandb_run.log(row, step=epoch)
-            log.info("epoch %d: %s", epoch, ", ".join(
-                f"{k}={v:.4g}" if isinstance(v, float) and math.isfinite(v) else f"{k}={v}"
-                for k, v in row.items()))  # fmt: skip
+            log.info(
+                "epoch %d: %s",
+                epoch,
+                ", ".join(
+                    f"{k}={v:.4g}" if isinstance(v, float) and math.isfinite(v) else f"{k}={v}"
+                    for k, v in row.items()
+                ),
+            )
     if wandb_run is not None:
         wandb_run.finish()
     return row
