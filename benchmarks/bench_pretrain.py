@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -136,6 +137,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
     size = "full size (1024 x 3)" if args.full else f"hidden {args.hidden} x 3"
     print(
@@ -147,6 +149,7 @@ def main() -> None:
         print(f"  {method:9s} {seconds * 1000:9.1f} ms/step  {args.batch / seconds:8.1f} samples/s")
     print(f"time   HaLP / baseline  = {step['halp'] / step['baseline']:.3f}x  (paper 1.13x)")
     print(f"time   HaLP+CMD / CMD   = {step['halp_cmd'] / step['cmd']:.3f}x  (paper 1.11x)")
+    mem: dict[str, float] = {}
     if not args.skip_memory:
         mem = {m: peak_memory(args, m) for m in METHODS}
         kind = "CUDA max allocated" if args.device.startswith("cuda") else "peak RSS"
@@ -154,6 +157,21 @@ def main() -> None:
             print(f"  {method:9s} {mib:9.1f} MiB {kind}")
         print(f"memory HaLP / baseline  = {mem['halp'] / mem['baseline']:.3f}x  (paper 1.0x)")
         print(f"memory HaLP+CMD / CMD   = {mem['halp_cmd'] / mem['cmd']:.3f}x  (paper 1.0x)")
+    if args.json is not None:
+        from halp.storage import atomic_write_json
+
+        atomic_write_json(
+            args.json,
+            {
+                "time": step,
+                "memory": mem,
+                "device": args.device,
+                "encoder": size,
+                "batch": args.batch,
+                "frames": args.frames,
+                "torch": torch.__version__,
+            },
+        )
 
 
 if __name__ == "__main__":

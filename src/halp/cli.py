@@ -100,6 +100,11 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run", type=Path, required=True, help="run folder (checkpoints, metrics)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run")
     p.add_argument(
+        "--auto-resume",
+        action="store_true",
+        help="continue the run in --run if it has a checkpoint, else start it (for workflows)",
+    )
+    p.add_argument(
         "--print-config", action="store_true", help="print the resolved configuration and exit"
     )
 
@@ -121,6 +126,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     )
 
 
+def _add_fetch(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fetch", help="download a file and check its sha256")
+    p.add_argument("url")
+    p.add_argument("--sha256", required=True, help="the expected digest (64 hex digits)")
+    p.add_argument("--out", type=Path, required=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="halp", description=__doc__)
     parser.add_argument("--version", action="version", version=f"halp {__version__}")
@@ -130,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_synth(sub)
     _add_pretrain(sub)
     _add_evaluate(sub)
+    _add_fetch(sub)
     _add_smoke(sub)
     return parser
 
@@ -192,7 +205,8 @@ def run_pretrain(args: argparse.Namespace) -> None:
     if args.print_config:
         print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
         return
-    row = pretrain(config, args.run, resume=args.resume)
+    resume = args.resume or (args.auto_resume and (args.run / "checkpoint.pt").exists())
+    row = pretrain(config, args.run, resume=resume)
     print(
         f"pretraining finished: {args.run}/checkpoint.pt; last epoch: "
         + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
@@ -218,6 +232,12 @@ def run_evaluate(args: argparse.Namespace) -> None:
     )
 
 
+def run_fetch(args: argparse.Namespace) -> None:
+    from halp.fetch import fetch
+
+    print(f"wrote {fetch(args.url, args.out, args.sha256)}")
+
+
 def run_smoke(args: argparse.Namespace) -> None:
     from halp.smoke import run_smoke as smoke
 
@@ -227,6 +247,7 @@ def run_smoke(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     from halp.config import ConfigError
     from halp.errors import RawFormatError, TrainingDiverged
+    from halp.fetch import FetchError
     from halp.prepare import PrepareError
     from halp.storage import DataFormatError
 
@@ -239,6 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "synth": run_synth,
         "pretrain": run_pretrain,
         "evaluate": run_evaluate,
+        "fetch": run_fetch,
         "smoke": run_smoke,
     }
     try:
@@ -249,6 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         RawFormatError,
         DataFormatError,
         TrainingDiverged,
+        FetchError,
         ValueError,
         OSError,
     ) as err:

@@ -39,6 +39,7 @@ from halp.storage import atomic_write_text, load_split
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
+FINAL = "final.pt"  # the last epoch's checkpoint, written only when training completes
 CHECKPOINT_FORMAT = "halp-pretrain/1"
 # keys that may change between a run and its resumption
 RESUMABLE_CHANGES = ("optim.epochs", "log.", "data.workers", "data.root", "device")
@@ -261,6 +262,7 @@ def pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False) -> dic
         raise CheckpointError(
             f"{ckpt_path} exists: pass --resume to continue that run, or choose another --run"
         )
+    (run_dir / FINAL).unlink(missing_ok=True)  # until this run completes
     run_dir.mkdir(parents=True, exist_ok=True)
     net: torch.nn.Module = model
     if proc.world_size > 1:
@@ -385,6 +387,21 @@ def pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False) -> dic
                     for k, v in row.items()
                 ),
             )
+    if proc.is_main:
+        _publish_final(run_dir)
     if wandb_run is not None:
         wandb_run.finish()
     return row
+
+
+def _publish_final(run_dir: Path) -> None:
+    """Expose the finished run as ``final.pt`` (a hard link, or a copy across devices)."""
+    tmp = run_dir / f".{FINAL}.partial"
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(run_dir / CHECKPOINT, tmp)
+    except OSError:
+        import shutil
+
+        shutil.copyfile(run_dir / CHECKPOINT, tmp)
+    os.replace(tmp, run_dir / FINAL)
