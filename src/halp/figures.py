@@ -1,0 +1,345 @@
+"""Figures of pretraining and evaluation (``halp figures``), as PNG and PDF.
+
+Inputs (the names of :mod:`halp.tables`):
+
+- ``runs/{dataset}_{split}_{variant}/metrics.jsonl``: one JSON object per epoch, as
+  ``halp pretrain`` writes it (``epoch``, ``loss``, ``loss_cl_<modality>``, ``knn_top1``
+  every few epochs, ``halp_keep_<modality>`` and ``halp_t_star_<modality>`` once μ > 0, ...).
+  Runs are grouped by benchmark (``{dataset}_{split}``); a folder whose name does not
+  follow the pattern forms a group ``runs`` of its own.
+- ``results/{dataset}_{split}_{variant}_semi<P>.json`` (and ``..._finetune.json`` as 100 %).
+
+Figures, one per benchmark, each skipped with a logged note when it has no input:
+
+- ``pretrain_loss_<benchmark>``: total loss and InfoNCE (mean over modalities) per epoch;
+- ``knn_<benchmark>``: kNN top-1 over epochs;
+- ``halp_filter_<benchmark>``: the rank filter's keep rate and the mean t* over training
+  (HaLP runs, per modality);
+- ``semi_<benchmark>``: top-1 against the label fraction, mean ± std over the repeats.
+
+matplotlib is imported lazily (Agg backend), so the core package does not need it. A
+malformed ``metrics.jsonl`` or results JSON is skipped with a warning: figures never stop
+on a partial or damaged folder (``halp tables`` is the strict check of results files).
+PDFs carry no creation date, so the same inputs give the same files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import re
+import tempfile
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from halp import published as pub
+from halp.storage import atomic_write_text
+from halp.tables import EVAL_NAME, TablesError, read_result, variant_label
+
+log = logging.getLogger(__name__)
+
+RUN_NAME = re.compile(r"^(?P<benchmark>(?:ntu60|ntu120|pku2)_(?:xsub|xview|xset))_(?P<variant>.+)$")
+OTHER_GROUP = "runs"
+_LINESTYLES = {"joint": "-", "motion": "--", "bone": ":"}
+
+
+# ---------------------------------------------------------------------- inputs
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The rows of a ``metrics.jsonl`` (blank lines skipped), sorted by epoch."""
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{number}: not valid JSON ({err})") from err
+        if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+            raise ValueError(f"{path}:{number}: expected an object with an integer 'epoch'")
+        rows.append(row)
+    return sorted(rows, key=lambda r: r["epoch"])
+
+
+def read_runs(runs_dir: Path) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """``{benchmark: {label: rows}}`` for every ``runs_dir/*/metrics.jsonl``."""
+    groups: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(dict)
+    paths = sorted(Path(runs_dir).glob("*/metrics.jsonl")) if Path(runs_dir).is_dir() else []
+    for path in paths:
+        try:
+            rows = read_metrics(path)
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            log.warning("skipping run %s: %s", path.parent, err)
+            continue
+        if not rows:
+            log.info("skipping run %s: metrics.jsonl is empty", path.parent)
+            continue
+        match = RUN_NAME.match(path.parent.name)
+        if match:
+            groups[match["benchmark"]][variant_label(match["variant"])] = rows
+        else:
+            groups[OTHER_GROUP][path.parent.name] = rows
+    return dict(groups)
+
+
+def read_semi(results_dir: Path) -> dict[str, dict[str, list[tuple[int, float, float]]]]:
+    """``{benchmark: {label: [(percent, mean, std), ...]}}`` from semi / finetune results."""
+    groups: dict[str, dict[str, list[tuple[int, float, float]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    results_dir = Path(results_dir)
+    paths = sorted(results_dir.glob("*.json")) if results_dir.is_dir() else []
+    for path in paths:
+        match = EVAL_NAME.match(path.name)
+        if not match or not (
+            match["protocol"].startswith("semi") or match["protocol"] == "finetune"
+        ):
+            continue
+        try:
+            result = read_result(path)
+        except (OSError, TablesError) as err:
+            log.warning("skipping %s: %s", path, err)
+            continue
+        assert result.percent is not None
+        label = variant_label(result.variant)
+        groups[f"{result.dataset}_{result.split}"][label].append(
+            (result.percent, result.top1, result.std or 0.0)
+        )
+    return {b: {k: sorted(v) for k, v in g.items()} for b, g in groups.items()}
+
+
+def _series(rows: list[dict[str, Any]], key: str | Callable[[dict], float | None]):
+    """(epochs, values) of the rows where ``key`` has a finite value."""
+    xs, ys = [], []
+    for row in rows:
+        value = key(row) if callable(key) else row.get(key)
+        if isinstance(value, int | float) and math.isfinite(value):
+            xs.append(row["epoch"])
+            ys.append(float(value))
+    return xs, ys
+
+
+def _mean_prefix(prefix: str) -> Callable[[dict], float | None]:
+    def value(row: dict[str, Any]) -> float | None:
+        found = [v for k, v in row.items() if k.startswith(prefix) and isinstance(v, int | float)]
+        return sum(found) / len(found) if found else None
+
+    return value
+
+
+def _modalities(rows: list[dict[str, Any]], prefix: str) -> list[str]:
+    return sorted({k[len(prefix) :] for row in rows for k in row if k.startswith(prefix)})
+
+
+# ---------------------------------------------------------------------- drawing
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _save(fig, out_dir: Path, stem: str) -> list[Path]:
+    """Write ``stem.png`` and ``stem.pdf`` atomically and close the figure."""
+    import io
+
+    plt = _pyplot()
+    written = []
+    metadata = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Creator": None}}
+    for ext in ("png", "pdf"):
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=ext, dpi=150, bbox_inches="tight", metadata=metadata[ext])
+        path = out_dir / f"{stem}.{ext}"
+        _atomic_write_bytes(path, buffer.getvalue())
+        written.append(path)
+    plt.close(fig)
+    return written
+
+
+def _title(benchmark: str) -> str:
+    dataset, _, split = benchmark.partition("_")
+    return pub.benchmark_label(dataset, split) if split else benchmark
+
+
+_METHOD_COLOURS = {label: f"C{i}" for i, label in enumerate(pub.METHOD_LABELS.values())}
+
+
+def _colours(labels: Any) -> dict[str, str]:
+    """The four methods keep one colour in every figure; other labels take the next ones."""
+    colours = {label: _METHOD_COLOURS[label] for label in labels if label in _METHOD_COLOURS}
+    others = sorted(label for label in labels if label not in _METHOD_COLOURS)
+    first = len(_METHOD_COLOURS)
+    colours.update({label: f"C{(first + i) % 10}" for i, label in enumerate(others)})
+    return colours
+
+
+def _epoch_axis(*axes: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def figure_loss(benchmark: str, runs: dict[str, list[dict]], out_dir: Path) -> list[Path]:
+    plt = _pyplot()
+    colours = _colours(runs)
+    fig, (ax_total, ax_cl) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for label, rows in sorted(runs.items()):
+        ax_total.plot(*_series(rows, "loss"), color=colours[label], label=label)
+        ax_cl.plot(*_series(rows, _mean_prefix("loss_cl_")), color=colours[label], label=label)
+    _epoch_axis(ax_total, ax_cl)
+    ax_total.set(xlabel="epoch", ylabel="loss", title="total loss")
+    ax_cl.set(xlabel="epoch", ylabel="InfoNCE", title="InfoNCE (mean over modalities)")
+    ax_total.legend(fontsize="small")
+    fig.suptitle(f"Pretraining, {_title(benchmark)}")
+    return _save(fig, out_dir, f"pretrain_loss_{benchmark}")
+
+
+def figure_knn(
+    benchmark: str, runs: dict[str, list[dict]], out_dir: Path, colours: dict[str, str]
+) -> list[Path]:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for label, rows in sorted(runs.items()):
+        xs, ys = _series(rows, "knn_top1")
+        ax.plot(xs, ys, marker="o", markersize=3, color=colours[label], label=label)
+    _epoch_axis(ax)
+    ax.set(xlabel="epoch", ylabel="kNN top-1 (%)", title=f"kNN accuracy, {_title(benchmark)}")
+    ax.legend(fontsize="small")
+    return _save(fig, out_dir, f"knn_{benchmark}")
+
+
+def figure_filter(
+    benchmark: str, runs: dict[str, list[dict]], out_dir: Path, colours: dict[str, str]
+) -> list[Path]:
+    plt = _pyplot()
+    fig, (ax_keep, ax_t) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for label, rows in sorted(runs.items()):
+        modalities = sorted({*_modalities(rows, "halp_keep_"), *_modalities(rows, "halp_t_star_")})
+        for m in modalities:
+            name = f"{label} ({m})" if len(modalities) > 1 else label
+            style = {"color": colours[label], "linestyle": _LINESTYLES.get(m, "-.")}
+            ax_keep.plot(*_series(rows, f"halp_keep_{m}"), label=name, **style)
+            ax_t.plot(*_series(rows, f"halp_t_star_{m}"), label=name, **style)
+    _epoch_axis(ax_keep, ax_t)
+    ax_keep.set(xlabel="epoch", ylabel="kept fraction", title="rank filter keep rate")
+    ax_t.set(xlabel="epoch", ylabel="mean t*", title="mean t*")
+    ax_keep.legend(fontsize="small")
+    fig.suptitle(f"HaLP positives, {_title(benchmark)}")
+    return _save(fig, out_dir, f"halp_filter_{benchmark}")
+
+
+def figure_semi(
+    benchmark: str, series: dict[str, list[tuple[int, float, float]]], out_dir: Path
+) -> list[Path]:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    ticks: set[int] = set()
+    colours = _colours(series)
+    for label, points in sorted(series.items()):
+        xs, means, stds = zip(*points, strict=True)
+        ticks.update(xs)
+        ax.errorbar(
+            xs,
+            means,
+            yerr=stds,
+            marker="o",
+            markersize=4,
+            capsize=3,
+            color=colours[label],
+            label=label,
+        )
+    ax.set_xscale("log")
+    ax.set_xticks(sorted(ticks), [f"{t} %" for t in sorted(ticks)])
+    ax.minorticks_off()
+    ax.set(xlabel="labelled training samples", ylabel="top-1 (%)")
+    ax.set_title(f"Semi-supervised, {_title(benchmark)} (mean ± std)")
+    ax.legend(fontsize="small")
+    return _save(fig, out_dir, f"semi_{benchmark}")
+
+
+def _has(rows: list[dict[str, Any]], prefix: str) -> bool:
+    return any(k.startswith(prefix) for row in rows for k in row)
+
+
+def build_figures(runs_dir: Path, results_dir: Path, out_dir: Path) -> list[Path]:
+    """Draw every figure that has input; return the written PNG and PDF paths."""
+    out_dir = Path(out_dir)
+    written: list[Path] = []
+    runs = read_runs(Path(runs_dir))
+    if not runs:
+        log.info("no pretraining figures: no %s/*/metrics.jsonl", runs_dir)
+    for benchmark, group in sorted(runs.items()):
+        written += figure_loss(benchmark, group, out_dir)
+        with_knn = {k: rows for k, rows in group.items() if _has(rows, "knn_top1")}
+        if with_knn:
+            written += figure_knn(benchmark, with_knn, out_dir, _colours(group))
+        else:
+            log.info("skipping knn_%s: no run logged knn_top1", benchmark)
+        with_halp = {k: rows for k, rows in group.items() if _has(rows, "halp_keep_")}
+        if with_halp:
+            written += figure_filter(benchmark, with_halp, out_dir, _colours(group))
+        else:
+            log.info("skipping halp_filter_%s: no run logged halp_keep_<modality>", benchmark)
+    semi = read_semi(Path(results_dir))
+    if not semi:
+        log.info("skipping semi-supervised figures: no %s/*_semi<P>.json", results_dir)
+    for benchmark, series in sorted(semi.items()):
+        written += figure_semi(benchmark, series, out_dir)
+    write_index(out_dir, written)
+    return written
+
+
+def write_index(out_dir: Path, written: list[Path]) -> Path:
+    """``figures.md``: every PNG written, embedded, with a link to its PDF (always written,
+    so a workflow can depend on it even when no figure had input)."""
+    lines = ["# Figures", ""]
+    pngs = sorted(p for p in written if p.suffix == ".png")
+    if not pngs:
+        lines.append("No figure yet: no pretraining metrics or semi-supervised results were found.")
+    for png in pngs:
+        lines += [f"## {png.stem}", "", f"![{png.stem}]({png.name}) ([PDF]({png.stem}.pdf))", ""]
+    index = Path(out_dir) / "figures.md"
+    index.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(index, "\n".join(lines).rstrip() + "\n")
+    return index
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``halp figures`` options."""
+    parser.add_argument("--runs", type=Path, default=Path("runs"), help="folder of run folders")
+    parser.add_argument(
+        "--results", type=Path, default=Path("results"), help="folder of results JSONs"
+    )
+    parser.add_argument("--out", type=Path, default=Path("figures"), help="output folder")
+
+
+def run_figures(args: argparse.Namespace) -> None:
+    """``halp figures --runs DIR --results DIR --out DIR``."""
+    written = build_figures(args.runs, args.results, args.out)
+    print(f"wrote {len(written)} figure files to {args.out}")

@@ -1,0 +1,743 @@
+"""The paper's tables, reproduced next to the published numbers (``halp tables``).
+
+Inputs are the results JSONs that ``halp evaluate`` writes (one per evaluation), named by
+the workflow as follows (``results/`` is the ``--results`` folder):
+
+- ``results/{dataset}_{split}_{variant}_{protocol}.json``: ``dataset`` is ``ntu60``,
+  ``ntu120`` or ``pku2``; ``split`` is ``xsub``, ``xview`` or ``xset``; ``variant`` is a
+  method preset (``baseline``, ``halp``, ``cmd``, ``halp_cmd``), optionally followed by
+  ``-<ablation>``: ``halp-lam0.6`` (λ, written with ``%g``: ``halp-lam1``),
+  ``halp-N10`` (prototypes), ``halp-tcfixed`` (t_c = t*), ``halp-anchorq`` (anchor =
+  query), ``halp-qkslerp`` (slerp from k towards q), ``halp-reftc`` (the reference code's
+  t_c sampling), ``halp-refgru`` / ``baseline-refgru`` (the reference code's GRU);
+  ``protocol`` is ``linear``, ``knn``, ``semi<P>`` (``P`` % of the labels: ``semi1``,
+  ``semi5``, ``semi10``, ``semi20``) or ``finetune``. The paper's defaults (λ = 0.8,
+  N = 20) are the plain ``halp`` variant.
+- ``results/{source}_to_{target}_{variant}_transfer.json``: pretrained on ``source`` x-sub,
+  fine-tuned on ``target`` x-sub, e.g. ``ntu60_to_pku2_halp_transfer.json``.
+- ``results/overhead.json`` (Table 4): ``{"time": {"baseline": s, "halp": s, "cmd": s,
+  "halp_cmd": s}, "memory": {...}, "device": ...}``; shown as ratios to the baseline.
+
+Each results JSON must hold a numeric ``metrics.top1`` (the final-epoch accuracy, the
+headline of every cell); ``metrics.top1_std`` (semi-supervised repeats) and
+``metrics.best_on_test`` (the best test accuracy over training, what the authors' scripts
+report) are used when present. ``protocol``, ``dataset``, ``benchmark``, ``method``,
+``pretrained_on`` and ``config.label_fraction`` are checked against the file name when
+present, so a misnamed file is an error rather than a wrong cell. JSON files whose names
+follow neither pattern are ignored (and listed in the index).
+
+Every table is written as Markdown, LaTeX (a booktabs ``tabular``) and CSV (one row per
+cell: ``table,row,column,reproduced,published,difference,target,std,best_on_test``), plus
+an index ``tables.md``. A cell reads ``reproduced / published (reproduced − published)``,
+with the reproduced value rounded to the published precision first, e.g.
+``79.9 / 79.7 (+0.2)``; a cell without a result names the results file that would fill
+it, e.g. ``– / 79.7 (results/ntu60_xsub_halp_linear.json)``. Literature rows are the
+numbers REFERENCE.md states (:mod:`halp.published`) and are marked as cited. The output
+depends only on the inputs (sorted, no dates) and every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any
+
+from halp import published as pub
+from halp.storage import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+_DATASETS = "ntu60|ntu120|pku2"
+_VARIANT = r"[a-z][a-z_]*(?:-[A-Za-z0-9.]+)?"
+EVAL_NAME = re.compile(
+    rf"^(?P<dataset>{_DATASETS})_(?P<split>xsub|xview|xset)_(?P<variant>{_VARIANT})"
+    r"_(?P<protocol>linear|knn|semi(?P<percent>\d+)|finetune)\.json$"
+)
+TRANSFER_NAME = re.compile(
+    rf"^(?P<source>{_DATASETS})_to_(?P<dataset>{_DATASETS})_(?P<variant>{_VARIANT})"
+    r"_transfer\.json$"
+)
+OVERHEAD_NAME = "overhead.json"
+CSV_COLUMNS = (
+    "table",
+    "row",
+    "column",
+    "reproduced",
+    "published",
+    "difference",
+    "target",
+    "std",
+    "best_on_test",
+)
+DASH = "–"
+
+
+class TablesError(ValueError):
+    """A results file cannot be read or does not match its name; the message names it."""
+
+
+# ---------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class Result:
+    """One results JSON, identified by its file name."""
+
+    name: str
+    protocol: str  # linear, knn, semi<P>, finetune, transfer
+    dataset: str  # the evaluation (target) dataset
+    split: str
+    variant: str
+    source: str | None  # transfer: the pretraining dataset
+    top1: float
+    std: float | None
+    best_on_test: float | None
+
+    @property
+    def percent(self) -> int | None:
+        """The label percentage of a ``semi<P>`` result, 100 for ``finetune``."""
+        if self.protocol.startswith("semi"):
+            return int(self.protocol[4:])
+        return 100 if self.protocol == "finetune" else None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise TablesError(f"{path}: not valid JSON ({err})") from err
+    except UnicodeDecodeError as err:
+        raise TablesError(f"{path}: not UTF-8 text ({err})") from err
+
+
+def read_result(path: Path) -> Result:
+    """Read and check one results JSON; ``TablesError`` names the file on any problem."""
+    path = Path(path)
+    match = EVAL_NAME.match(path.name) or TRANSFER_NAME.match(path.name)
+    if match is None:
+        raise TablesError(f"{path}: the name follows neither results naming pattern")
+    parts = match.groupdict()
+    transfer = "source" in parts
+    protocol = "transfer" if transfer else parts["protocol"]
+    data = _read_json(path)
+    metrics = data.get("metrics") if isinstance(data, dict) else None
+    top1 = _number(metrics.get("top1")) if isinstance(metrics, dict) else None
+    if top1 is None:
+        raise TablesError(f"{path}: no numeric metrics.top1 (is this a halp evaluate result?)")
+    assert isinstance(metrics, dict) and isinstance(data, dict)
+
+    expected = {
+        "protocol": "semi" if protocol.startswith("semi") else protocol,
+        "dataset": parts["dataset"],
+        "method": parts["variant"].split("-")[0],
+    }
+    if transfer:
+        expected["pretrained_on"] = parts["source"]
+    else:
+        expected["benchmark"] = parts["split"]
+    for key, want in expected.items():
+        have = data.get(key)
+        if have is not None and have != want:
+            raise TablesError(f"{path}: {key} is {have!r} but the file name says {want!r}")
+    config = data.get("config")
+    fraction = config.get("label_fraction") if isinstance(config, dict) else None
+    percent = parts.get("percent")
+    if percent is not None and _number(fraction) is not None:
+        if not math.isclose(fraction * 100, int(percent), abs_tol=1e-6):
+            raise TablesError(
+                f"{path}: config.label_fraction is {fraction} but the file name says {percent} %"
+            )
+    return Result(
+        name=path.name,
+        protocol=protocol,
+        dataset=parts["dataset"],
+        split="xsub" if transfer else parts["split"],
+        variant=parts["variant"],
+        source=parts["source"] if transfer else None,
+        top1=top1,
+        std=_number(metrics.get("top1_std")),
+        best_on_test=_number(metrics.get("best_on_test")),
+    )
+
+
+def read_overhead(path: Path) -> dict[str, Any]:
+    """Read ``overhead.json``: ``time`` and ``memory`` maps of method -> number."""
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise TablesError(f"{path}: expected a JSON object with 'time' and 'memory'")
+    for key in ("time", "memory"):
+        block = data.get(key, {})
+        if not isinstance(block, dict) or any(_number(v) is None or v <= 0 for v in block.values()):
+            raise TablesError(f"{path}: '{key}' must map method names to positive numbers")
+    return data
+
+
+@dataclass
+class Inputs:
+    """Everything read from the results folder."""
+
+    results_dir: Path
+    results: dict[str, Result]
+    overhead: dict[str, Any] | None
+    ignored: list[str]
+    used: set[str] = field(default_factory=set)
+
+    def target(self, name: str) -> str:
+        return str(self.results_dir / name)
+
+
+def read_inputs(results_dir: Path) -> Inputs:
+    """Read every results JSON in ``results_dir`` (missing folder: nothing reproduced)."""
+    results_dir = Path(results_dir)
+    results: dict[str, Result] = {}
+    ignored: list[str] = []
+    overhead = None
+    paths = sorted(results_dir.glob("*.json")) if results_dir.is_dir() else []
+    for path in paths:
+        if path.name == OVERHEAD_NAME:
+            overhead = read_overhead(path)
+        elif EVAL_NAME.match(path.name) or TRANSFER_NAME.match(path.name):
+            results[path.name] = read_result(path)
+        else:
+            log.info("ignoring %s: not a results file name", path)
+            ignored.append(path.name)
+    return Inputs(results_dir, results, overhead, ignored)
+
+
+# ---------------------------------------------------------------------- cells
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell: its text and the values behind it (for the CSV)."""
+
+    text: str
+    reproduced: float | None = None
+    published: str | None = None
+    difference: float | None = None
+    target: str = ""
+    std: float | None = None
+    best_on_test: float | None = None
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    cells: tuple[Cell, ...]
+    cited: bool = False
+
+
+@dataclass(frozen=True)
+class Table:
+    stem: str
+    title: str
+    corner: str  # the header of the row-label column
+    columns: tuple[str, ...]
+    rows: tuple[Row, ...]
+    notes: tuple[str, ...] = ()
+
+
+def _decimals(published: str | None, default: int = 1) -> int:
+    if published is None:
+        return default
+    return len(published.split(".")[1]) if "." in published else default
+
+
+def _round(value: float, decimals: int) -> Decimal:
+    return Decimal(repr(value)).quantize(Decimal(1).scaleb(-decimals), rounding=ROUND_HALF_UP)
+
+
+def _is_number(text: str | None) -> bool:
+    return text is not None and re.fullmatch(r"-?\d+(\.\d+)?", text) is not None
+
+
+def compare(
+    value: float | None,
+    published: str | None,
+    target: str,
+    *,
+    unit: str = "",
+    decimals: int | None = None,
+    no_published: str = DASH,
+    std: float | None = None,
+    best_on_test: float | None = None,
+) -> Cell:
+    """``reproduced / published (difference)``, or the target that would produce the value.
+
+    The reproduced value is rounded (half up) to the published precision (or ``decimals``)
+    before the difference is taken, so the printed arithmetic is exact.
+    """
+    numeric = _is_number(published)
+    d = decimals if decimals is not None else _decimals(published if numeric else None)
+    pub_text = f"{published}{unit}" if numeric else no_published
+    if value is None:
+        text = f"{DASH} / {pub_text} ({target})" if numeric else f"{DASH} ({target})"
+        return Cell(text, published=published if numeric else None, target=target)
+    shown = _round(value, d)
+    rep_text = f"{shown}{unit}"
+    if std is not None:
+        rep_text += f" ± {_round(std, d)}"
+    difference = None
+    text = f"{rep_text} / {pub_text}"
+    if numeric:
+        assert published is not None
+        text += f" ({shown - Decimal(published):+.{d}f})"
+        difference = value - float(published)
+    return Cell(
+        text,
+        reproduced=value,
+        published=published if numeric else None,
+        difference=difference,
+        target=target,
+        std=std,
+        best_on_test=best_on_test,
+    )
+
+
+def _result_cell(inputs: Inputs, name: str, published: str | None, **kwargs: Any) -> Cell:
+    result = inputs.results.get(name)
+    if result is not None:
+        inputs.used.add(name)
+    return compare(
+        result.top1 if result else None,
+        published,
+        inputs.target(name),
+        best_on_test=result.best_on_test if result else None,
+        **kwargs,
+    )
+
+
+def _cited_cell(value: str | None, source: str) -> Cell:
+    if value is None:
+        return Cell(DASH)
+    return Cell(f"{value} (cited)", published=value, target=f"cited: {source}")
+
+
+def variant_label(variant: str) -> str:
+    """``halp_cmd`` -> ``HaLP+CMD``; ``halp-lam0.6`` -> ``HaLP (lam0.6)``."""
+    base, _, ablation = variant.partition("-")
+    label = pub.METHOD_LABELS.get(base, base)
+    return f"{label} ({ablation})" if ablation else label
+
+
+# ---------------------------------------------------------------------- the tables
+
+_CELL_NOTE = (
+    "Cells: reproduced / published (reproduced − published), the reproduced value rounded "
+    "to the published precision first; reproduced = final-epoch top-1 (%), the headline "
+    "metric (the CSV also has best_on_test, the authors' selection on the test set). "
+    f"A cell reading {DASH} names the results file that would fill it."
+)
+
+
+def _protocol_table(inputs: Inputs, stem: str, title: str, protocol: str) -> Table:
+    numbers = pub.LINEAR if protocol == "linear" else pub.KNN
+    benchmarks = pub.LINEAR_BENCHMARKS if protocol == "linear" else pub.KNN_BENCHMARKS
+    rows = [
+        Row(
+            pub.METHOD_LABELS[method],
+            tuple(
+                _result_cell(
+                    inputs, f"{d}_{s}_{method}_{protocol}.json", numbers[method].get((d, s))
+                )
+                for d, s in benchmarks
+            ),
+        )
+        for method in pub.METHODS
+    ]
+    notes = [f"Published: paper Table {1 if protocol == 'linear' else 2} (REFERENCE.md §2)."]
+    if protocol == "linear":
+        for cited in pub.LINEAR_CITED:
+            rows.append(
+                Row(
+                    f"{cited.label} [cited: {cited.source}]",
+                    tuple(_cited_cell(cited.values.get(b), cited.source) for b in benchmarks),
+                    cited=True,
+                )
+            )
+        notes.append(
+            "Rows marked [cited] are literature numbers quoted by the paper's poster; this "
+            "package does not train them. Other literature rows of the paper's Table 1 (ISC, "
+            "CrosSCLR-B, MS²L, P&C, ...) are omitted: REFERENCE.md names them without numbers."
+        )
+    else:
+        notes.append("The paper reports no kNN result on PKU-II.")
+    notes.append(_CELL_NOTE)
+    columns = tuple(pub.benchmark_label(d, s) for d, s in benchmarks)
+    return Table(stem, title, "Method", columns, tuple(rows), tuple(notes))
+
+
+def table_transfer(inputs: Inputs) -> Table:
+    target = pub.TRANSFER_TARGET
+    rows = tuple(
+        Row(
+            pub.METHOD_LABELS[method],
+            tuple(
+                _result_cell(
+                    inputs,
+                    f"{source}_to_{target}_{method}_transfer.json",
+                    pub.TRANSFER[method][source],
+                )
+                for source in pub.TRANSFER_SOURCES
+            ),
+        )
+        for method in pub.METHODS
+    )
+    columns = tuple(
+        f"{pub.DATASET_LABELS[s]} → {pub.DATASET_LABELS[target]}" for s in pub.TRANSFER_SOURCES
+    )
+    notes = (
+        "Published: paper Table 3 (REFERENCE.md §2). Pretrained on the source's x-sub split, "
+        "the whole network fine-tuned on PKU-II x-sub with all labels.",
+        _CELL_NOTE,
+    )
+    return Table(
+        "table3_transfer", "Table 3: Transfer to PKU-II (top-1 %)", "Method", columns, rows, notes
+    )
+
+
+def table_overhead(inputs: Inputs) -> Table:
+    target = inputs.target(OVERHEAD_NAME)
+    data = inputs.overhead or {}
+    rows = []
+    for method in pub.METHODS:
+        cells = []
+        for key in ("time", "memory"):
+            block = data.get(key, {})
+            base, value = block.get("baseline"), block.get(method)
+            ratio = value / base if base is not None and value is not None else None
+            cells.append(compare(ratio, pub.OVERHEAD[key][method], target, unit="×", decimals=2))
+        rows.append(Row(pub.METHOD_LABELS[method], tuple(cells)))
+    notes = ["Published: paper Table 4 (REFERENCE.md §1); ratios to the baseline."]
+    if inputs.overhead is not None:
+        absolute = "; ".join(
+            f"{key}: " + ", ".join(f"{m} {v:.4g}" for m, v in sorted(data.get(key, {}).items()))
+            for key in ("time", "memory")
+        )
+        notes.append(f"Measured on {data.get('device', 'an unrecorded device')}; {absolute}.")
+    notes.append(
+        "Cells: reproduced / published (difference). A cell reading "
+        f"{DASH} names the file that would fill it."
+    )
+    return Table(
+        "table4_overhead",
+        "Table 4: Computational overhead",
+        "Method",
+        ("Time / epoch", "Memory"),
+        tuple(rows),
+        tuple(notes),
+    )
+
+
+def lambda_variant(lam: str) -> str:
+    """The results variant for λ: the paper's default is plain ``halp``."""
+    return "halp" if lam == pub.LAMBDA_DEFAULT else f"halp-lam{float(lam):g}"
+
+
+def prototypes_variant(n: int) -> str:
+    """The results variant for N prototypes: the paper's default is plain ``halp``."""
+    return "halp" if n == pub.PROTOTYPES_DEFAULT else f"halp-N{n}"
+
+
+def _sweep_table(
+    inputs: Inputs, stem: str, title: str, rows_spec: list[tuple[str, str, str]], source: str
+) -> Table:
+    rows = tuple(
+        Row(label, (_result_cell(inputs, f"ntu60_xsub_{variant}_linear.json", value),))
+        for label, variant, value in rows_spec
+    )
+    notes = (f"Published: {source}. NTU-60 x-sub, linear evaluation, joint only.", _CELL_NOTE)
+    return Table(stem, title, "Setting", ("NTU-60 x-sub",), rows, notes)
+
+
+def table_lambda(inputs: Inputs) -> Table:
+    spec = [
+        (f"λ = {lam}" + (" (default)" if lam == pub.LAMBDA_DEFAULT else ""), lambda_variant(lam), v)
+        for lam, v in pub.LAMBDA.items()
+    ]
+    return _sweep_table(
+        inputs,
+        "table5_lambda",
+        "Table 5: λ (t_c ~ U(0, λ t*))",
+        spec,
+        "paper Table 5 (REFERENCE.md §1, ablations)",
+    )
+
+
+def table_prototypes(inputs: Inputs) -> Table:
+    spec = [
+        (
+            f"N = {n}" + (" (default)" if n == pub.PROTOTYPES_DEFAULT else ""),
+            prototypes_variant(n),
+            v,
+        )
+        for n, v in pub.PROTOTYPES.items()
+    ]
+    return _sweep_table(
+        inputs,
+        "table6_prototypes",
+        "Table 6: Number of prototypes N",
+        spec,
+        "paper Table 6 (REFERENCE.md §1, ablations)",
+    )
+
+
+def table_ablations(inputs: Inputs) -> Table:
+    rows = tuple(
+        Row(
+            f"{a.label} ({a.variant})",
+            (
+                _result_cell(
+                    inputs,
+                    f"ntu60_xsub_{a.variant}_linear.json",
+                    a.published,
+                    no_published="n/a (not in paper)",
+                ),
+            ),
+        )
+        for a in pub.ABLATIONS
+    )
+    notes = (
+        "Published: the paper's ablations (REFERENCE.md §1). NTU-60 x-sub, linear, joint only. "
+        "The reference-code rows are options of this package, not in the paper.",
+        _CELL_NOTE,
+    )
+    return Table("table_ablations", "Ablations of HaLP", "Variant", ("NTU-60 x-sub",), rows, notes)
+
+
+def table_semi(inputs: Inputs) -> Table:
+    semi = [r for r in inputs.results.values() if r.percent is not None]
+    percents = sorted({*pub.SEMI_FRACTIONS, *(r.percent for r in semi if r.percent != 100)})
+    percents.append(100)
+    order = {d: i for i, d in enumerate(pub.DATASET_LABELS)}
+    keys = [(d, s, m) for d, s in pub.SEMI_BENCHMARKS for m in pub.METHODS]
+    extra = sorted(
+        {(r.dataset, r.split, r.variant) for r in semi} - set(keys),
+        key=lambda k: (order.get(k[0], 99), k[1], k[2]),
+    )
+    rows = []
+    for dataset, split, variant in keys + extra:
+        cells = []
+        for p in percents:
+            protocol = "finetune" if p == 100 else f"semi{p}"
+            name = f"{dataset}_{split}_{variant}_{protocol}.json"
+            result = inputs.results.get(name)
+            if result is not None:
+                inputs.used.add(name)
+            cells.append(
+                compare(
+                    result.top1 if result else None,
+                    None,
+                    inputs.target(name),
+                    no_published=DASH if p == 100 else pub.SEMI_PUBLISHED,
+                    std=result.std if result else None,
+                    best_on_test=result.best_on_test if result else None,
+                )
+            )
+        label = f"{variant_label(variant)}, {pub.benchmark_label(dataset, split)}"
+        rows.append(Row(label, tuple(cells)))
+    columns = tuple("100 % (fine-tune)" if p == 100 else f"{p} %" for p in percents)
+    notes = (
+        "Semi-supervised: the whole network fine-tuned on a fraction of the training labels; "
+        "reproduced = mean ± std of the final-epoch top-1 over the repeats. The published "
+        "numbers are in the paper's supplement, which REFERENCE.md does not quote: "
+        "reproduced values only.",
+        f"A cell reading {DASH} names the results file that would fill it.",
+    )
+    return Table(
+        "table_semi",
+        "Semi-supervised evaluation (top-1 %)",
+        "Method, benchmark",
+        columns,
+        tuple(rows),
+        notes,
+    )
+
+
+def all_tables(inputs: Inputs) -> list[Table]:
+    """Every table, in the order of the paper."""
+    return [
+        _protocol_table(
+            inputs, "table1_linear", "Table 1: Linear evaluation (top-1 %, joint)", "linear"
+        ),
+        _protocol_table(inputs, "table2_knn", "Table 2: kNN evaluation (k = 1, top-1 %)", "knn"),
+        table_transfer(inputs),
+        table_overhead(inputs),
+        table_lambda(inputs),
+        table_prototypes(inputs),
+        table_ablations(inputs),
+        table_semi(inputs),
+    ]
+
+
+# ---------------------------------------------------------------------- rendering
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", r"\|")
+
+
+def to_markdown(table: Table) -> str:
+    header = [table.corner, *table.columns]
+    lines = [f"# {table.title}", ""]
+    lines.append("| " + " | ".join(_md_escape(h) for h in header) + " |")
+    lines.append("|" + "|".join(["---"] + [":---:"] * len(table.columns)) + "|")
+    for row in table.rows:
+        lines.append(
+            "| "
+            + " | ".join(_md_escape(x) for x in [row.label, *(c.text for c in row.cells)])
+            + " |"
+        )
+    lines.append("")
+    lines.extend(f"{note}\n" for note in table.notes)
+    return "\n".join(lines)
+
+
+_LATEX = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "–": "--",
+    "−": "--",
+    "±": r"$\pm$",
+    "×": r"$\times$",
+    "→": r"$\rightarrow$",
+    "λ": r"$\lambda$",
+    "μ": r"$\mu$",
+    "²": r"\textsuperscript{2}",
+    "·": r"$\cdot$",
+    "§": r"\S{}",
+}
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX's special characters and spell the few non-ASCII ones as macros."""
+    return "".join(_LATEX.get(ch, ch) for ch in text)
+
+
+def to_latex(table: Table) -> str:
+    """A booktabs ``tabular`` (needs ``\\usepackage{booktabs}``), notes as comments."""
+    lines = [f"% {latex_escape(table.title)} -- generated by halp tables"]
+    lines.extend(f"% {latex_escape(note)}" for note in table.notes)
+    lines.append(r"\begin{tabular}{l" + "c" * len(table.columns) + "}")
+    lines.append(r"\toprule")
+    lines.append(" & ".join(latex_escape(h) for h in [table.corner, *table.columns]) + r" \\")
+    lines.append(r"\midrule")
+    previous_cited = False
+    for row in table.rows:
+        if row.cited and not previous_cited:
+            lines.append(r"\midrule")
+        previous_cited = row.cited
+        cells = [row.label, *(c.text for c in row.cells)]
+        lines.append(" & ".join(latex_escape(x) for x in cells) + r" \\")
+    lines.append(r"\bottomrule")
+    lines.append(r"\end{tabular}")
+    return "\n".join(lines) + "\n"
+
+
+def _csv_number(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def to_csv(table: Table) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in table.rows:
+        for column, cell in zip(table.columns, row.cells, strict=True):
+            writer.writerow(
+                [
+                    table.stem,
+                    row.label,
+                    column,
+                    _csv_number(cell.reproduced),
+                    cell.published or "",
+                    _csv_number(cell.difference),
+                    cell.target,
+                    _csv_number(cell.std),
+                    _csv_number(cell.best_on_test),
+                ]
+            )
+    return buffer.getvalue()
+
+
+def to_index(tables: list[Table], inputs: Inputs) -> str:
+    lines = [
+        "# Reproduced tables",
+        "",
+        f"From the results in `{inputs.results_dir}`: {len(inputs.results)} results files"
+        + (", overhead.json" if inputs.overhead is not None else "")
+        + ". Published numbers: REFERENCE.md §1–§2 (`halp.published`).",
+        "",
+    ]
+    for table in tables:
+        filled = sum(c.reproduced is not None for r in table.rows for c in r.cells)
+        total = sum(not r.cited for r in table.rows) * len(table.columns)
+        links = ", ".join(f"[{ext}]({table.stem}.{ext})" for ext in ("md", "tex", "csv"))
+        lines.append(f"- {table.title}: {links} ({filled} of {total} cells reproduced)")
+    unused = sorted(set(inputs.results) - inputs.used)
+    if unused:
+        lines += ["", "## Results not shown in any table", ""]
+        for name in unused:
+            r = inputs.results[name]
+            lines.append(f"- `{name}`: {r.protocol} top-1 {r.top1:.2f}")
+    if inputs.ignored:
+        lines += ["", "## Ignored files (not a results file name)", ""]
+        lines.extend(f"- `{name}`" for name in inputs.ignored)
+    return "\n".join(lines) + "\n"
+
+
+def build_tables(results_dir: Path, out_dir: Path) -> list[Path]:
+    """Write every table (``.md``, ``.tex``, ``.csv``) and ``tables.md`` to ``out_dir``.
+
+    Returns the written paths in writing order. Raises ``TablesError`` naming the file
+    when a results JSON is not valid JSON, lacks ``metrics.top1`` or contradicts its name.
+    """
+    out_dir = Path(out_dir)
+    inputs = read_inputs(Path(results_dir))
+    tables = all_tables(inputs)
+    written = []
+    for table in tables:
+        for ext, render in (("md", to_markdown), ("tex", to_latex), ("csv", to_csv)):
+            path = out_dir / f"{table.stem}.{ext}"
+            atomic_write_text(path, render(table))
+            written.append(path)
+    index = out_dir / "tables.md"
+    atomic_write_text(index, to_index(tables, inputs))
+    written.append(index)
+    return written
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``halp tables`` options."""
+    parser.add_argument(
+        "--results", type=Path, default=Path("results"), help="folder of results JSONs"
+    )
+    parser.add_argument("--out", type=Path, default=Path("tables"), help="output folder")
+
+
+def run_tables(args: argparse.Namespace) -> None:
+    """``halp tables --results DIR --out DIR``."""
+    written = build_tables(args.results, args.out)
+    print(f"wrote {len(written)} files from {args.results}; index: {written[-1]}")
