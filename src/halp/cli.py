@@ -133,6 +133,19 @@ def _add_fetch(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True)
 
 
+def _add_tables(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tables", help="the paper's tables: reproduced vs published (md, tex, csv)")
+    p.add_argument("--results", type=Path, default=Path("results"), help="folder of results JSONs")
+    p.add_argument("--out", type=Path, default=Path("results/tables"), help="output folder")
+
+
+def _add_figures(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("figures", help="training curves and semi-supervised plots (PNG, PDF)")
+    p.add_argument("--runs", type=Path, default=Path("runs"), help="folder of run folders")
+    p.add_argument("--results", type=Path, default=Path("results"), help="folder of results JSONs")
+    p.add_argument("--out", type=Path, default=Path("results/figures"), help="output folder")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="halp", description=__doc__)
     parser.add_argument("--version", action="version", version=f"halp {__version__}")
@@ -143,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pretrain(sub)
     _add_evaluate(sub)
     _add_fetch(sub)
+    _add_tables(sub)
+    _add_figures(sub)
     _add_smoke(sub)
     return parser
 
@@ -238,6 +253,18 @@ def run_fetch(args: argparse.Namespace) -> None:
     print(f"wrote {fetch(args.url, args.out, args.sha256)}")
 
 
+def run_tables(args: argparse.Namespace) -> None:
+    from halp.tables import run_tables as tables
+
+    tables(args)
+
+
+def run_figures(args: argparse.Namespace) -> None:
+    from halp.figures import run_figures as figures
+
+    figures(args)
+
+
 def run_smoke(args: argparse.Namespace) -> None:
     from halp.smoke import run_smoke as smoke
 
@@ -261,6 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pretrain": run_pretrain,
         "evaluate": run_evaluate,
         "fetch": run_fetch,
+        "tables": run_tables,
+        "figures": run_figures,
         "smoke": run_smoke,
     }
     try:

@@ -372,11 +372,13 @@ def pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False) -> dic
                 "rng": {"torch": torch.get_rng_state(), "halp": generator.get_state()},
                 "metrics": {k: v for k, v in row.items() if isinstance(v, int | float)},
             }
+            # metrics first: a kill in between leaves a row that a resume recomputes, never
+            # a checkpointed epoch without its row
+            assert metrics is not None
+            metrics.append(row)
             save_checkpoint(ckpt_path, payload)
             if config.log.save_every and ((epoch + 1) % config.log.save_every == 0 or last):
                 save_checkpoint(run_dir / f"checkpoint_{epoch + 1:04d}.pt", payload)
-            assert metrics is not None
-            metrics.append(row)
             if wandb_run is not None:
                 wandb_run.log(row, step=epoch)
             log.info(
@@ -404,4 +406,5 @@ def _publish_final(run_dir: Path) -> None:
         import shutil
 
         shutil.copyfile(run_dir / CHECKPOINT, tmp)
+    os.utime(tmp)  # the run completed now (a link would keep the checkpoint's time)
     os.replace(tmp, run_dir / FINAL)

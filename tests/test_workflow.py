@@ -1,0 +1,188 @@
+"""The Snakemake workflow: the planned DAG, lint, format, the smoke run end to end,
+reruns after a deleted intermediate, and resuming a killed pretraining."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+pytest.importorskip("snakemake", reason="the workflow tests need snakemake (the test extra)")
+
+
+def snakemake(*args: str, cwd: Path = ROOT, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), *args]
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
+    return proc
+
+
+def job_stats(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry run as {rule: count}."""
+    table = output.split("Job stats:", 1)[1]
+    counts = {}
+    for line in table.splitlines()[3:]:
+        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if not match:
+            break
+        counts[match.group(1)] = int(match.group(2))
+    return counts
+
+
+def expected_counts(config: dict) -> dict[str, int]:
+    grid = config["grid"]
+    methods = len(grid["methods"])
+    knn = sum(b.split("_")[0] in grid["knn_datasets"] for b in grid["benchmarks"])
+    evaluations = (
+        len(grid["benchmarks"]) * methods * (len(grid["protocols"]) - ("knn" in grid["protocols"]))
+        + knn * methods * ("knn" in grid["protocols"])
+        + len(grid["semi"]["benchmarks"]) * methods * len(grid["semi"]["percents"])
+        + len(grid["ablations"]["variants"])
+    )
+    runs = {f"{b}_{m}" for b in grid["benchmarks"] for m in grid["methods"]}
+    runs |= {f"{s}_xsub_{m}" for s in grid["transfer"]["sources"] for m in grid["methods"]}
+    runs |= {f"{grid['ablations']['benchmark']}_{v}" for v in grid["ablations"]["variants"]}
+    datasets = {b.split("_")[0] for b in grid["benchmarks"]} | set(grid["transfer"]["sources"])
+    datasets.add(grid["transfer"]["target"].split("_")[0])
+    counts = {
+        "prepare": len(datasets),
+        "pretrain": len(runs),
+        "evaluate": evaluations,
+        "transfer": len(grid["transfer"]["sources"]) * methods,
+        "overhead": int(grid["overhead"]),
+        "tables": 1,
+        "figures": 1,
+        "all": 1,
+    }
+    if config["synthetic"]:
+        counts.update(synth_ntu=1, synth_pku2=1)
+    return counts
+
+
+def test_full_grid_plans_every_job_of_the_paper() -> None:
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    stats = job_stats(snakemake("-n", "--cores", "8").stdout)
+    assert {k: v for k, v in stats.items() if k != "total"} == expected_counts(config)
+    # the paper's grid: 5 benchmarks x 4 methods + 13 ablation variants; linear 20, kNN 16
+    # (NTU only), semi 2 x 4 x 4 = 32, ablations 13; transfer 2 sources x 4 methods
+    assert (stats["pretrain"], stats["evaluate"], stats["transfer"]) == (33, 81, 8)
+
+
+def test_single_target_plans_only_its_chain() -> None:
+    out = snakemake("-n", "--cores", "8", "results/ntu60_xsub_halp_linear.json").stdout
+    assert job_stats(out) == {"prepare": 1, "pretrain": 1, "evaluate": 1, "total": 3}
+    out = snakemake("-n", "--cores", "8", "results/ntu120_to_pku2_halp_cmd_transfer.json").stdout
+    assert job_stats(out) == {"prepare": 2, "pretrain": 1, "transfer": 1, "total": 4}
+
+
+def test_lint_and_format_are_clean() -> None:
+    lint = snakemake("--lint", check=False)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    snakefmt = shutil.which("snakefmt", path=str(BIN)) or shutil.which("snakefmt")
+    if snakefmt is None:
+        pytest.skip("snakefmt is not installed (it is in the test extra)")
+    fmt = subprocess.run([snakefmt, "--check", str(ROOT)], capture_output=True, text=True)
+    assert fmt.returncode == 0, fmt.stderr
+
+
+def test_bad_config_is_refused_naming_the_key(tmp_path: Path) -> None:
+    config = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    config["grid"]["protocols"] = ["linear", "knearest"]
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = snakemake("-n", "--cores", "1", "--configfile", str(path), cwd=tmp_path, check=False)
+    assert proc.returncode != 0
+    assert "knearest" in proc.stdout + proc.stderr and "protocols" in proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def smoke_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The smoke configuration run end to end, once for the module."""
+    work = tmp_path_factory.mktemp("smoke")
+    snakemake("--cores", "2", "--configfile", str(ROOT / "config" / "smoke.yaml"), cwd=work)
+    return work
+
+
+@pytest.mark.slow
+def test_smoke_run_builds_every_target(smoke_dir: Path) -> None:
+    results = sorted(p.name for p in (smoke_dir / "results").glob("*.json"))
+    assert "ntu60_xsub_halp_linear.json" in results
+    assert "ntu60_to_pku2_halp_cmd_transfer.json" in results
+    assert "ntu60_xsub_halp_semi50.json" in results and "overhead.json" in results
+    linear = json.loads((smoke_dir / "results" / "ntu60_xsub_halp_linear.json").read_text())
+    assert linear["protocol"] == "linear" and 0 <= linear["metrics"]["top1"] <= 100
+    assert (smoke_dir / "results" / "tables" / "tables.md").is_file()
+    assert (smoke_dir / "results" / "figures" / "figures.md").is_file()
+    again = snakemake("-n", "--cores", "2", "--configfile", str(ROOT / "config" / "smoke.yaml"),
+                      cwd=smoke_dir).stdout  # fmt: skip
+    assert "Nothing to be done" in again
+
+
+@pytest.mark.slow
+def test_deleting_an_intermediate_reruns_only_its_dependents(smoke_dir: Path) -> None:
+    smoke = ["-n", "--cores", "2", "--configfile", str(ROOT / "config" / "smoke.yaml")]
+    # one result: its evaluation and the tables
+    (smoke_dir / "results" / "pku2_xsub_cmd_linear.json").unlink()
+    out = snakemake(*smoke, cwd=smoke_dir).stdout
+    assert job_stats(out) == {"evaluate": 1, "tables": 1, "figures": 1, "all": 1, "total": 4}
+    # a checkpoint and one result that needs it: the pretraining, then everything that
+    # reads that checkpoint (linear, kNN, semi, transfer), nothing else. (A checkpoint
+    # deleted alone is only remade when something downstream is out of date: Snakemake
+    # does not rerun up-to-date results for a missing intermediate.)
+    (smoke_dir / "runs" / "ntu60_xsub_halp" / "final.pt").unlink()
+    (smoke_dir / "results" / "ntu60_xsub_halp_linear.json").unlink()
+    out = snakemake(*smoke, cwd=smoke_dir).stdout
+    assert job_stats(out) == {
+        "pretrain": 1, "evaluate": 4, "transfer": 1, "tables": 1, "figures": 1, "all": 1,
+        "total": 9,
+    }  # fmt: skip
+
+
+@pytest.mark.slow
+def test_killed_pretraining_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    config = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    config["pretrain"]["set"]["optim.epochs"] = 40
+    path = tmp_path / "long.yaml"
+    path.write_text(yaml.safe_dump(config))
+    target = "runs/ntu60_xsub_baseline/final.pt"
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    # the target goes first: options like --configfile take several values and would
+    # swallow a target placed after them
+    cmd = [sys.executable, "-m", "snakemake", target, "--snakefile", str(ROOT / "Snakefile"),
+           "--cores", "1", "--configfile", str(path)]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    metrics = tmp_path / "runs" / "ntu60_xsub_baseline" / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+            break
+        if proc.poll() is not None:
+            pytest.fail("snakemake ended before it could be killed")
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole job, as a cluster would
+    proc.wait()
+    done = len(metrics.read_text().splitlines())
+    assert 3 <= done < 40 and not (tmp_path / target).exists()
+    snakemake("--unlock", "--configfile", str(path), cwd=tmp_path)
+    snakemake(target, "--cores", "1", "--rerun-incomplete", "--configfile", str(path), cwd=tmp_path)
+    log = (tmp_path / "logs" / "pretrain" / "ntu60_xsub_baseline.log").read_text()
+    assert re.search(r"resuming runs/ntu60_xsub_baseline from epoch (\d+)", log)
+    epochs = [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()]
+    assert epochs == list(range(40))  # continued, not restarted

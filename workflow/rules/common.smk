@@ -1,0 +1,157 @@
+# Names, targets and command-line arguments shared by the rules.
+import os
+import shlex
+
+import yaml
+
+
+wildcard_constraints:
+    dataset="ntu60|ntu120|pku2",
+    source="ntu60|ntu120|pku2",
+    target="ntu60|ntu120|pku2",
+    split="xsub|xview|xset",
+    variant="(baseline|halp|cmd|halp_cmd)(-[A-Za-z0-9.]+)?",
+    protocol="linear|knn|finetune|semi[0-9]+",
+
+
+PRESETS = ("baseline", "halp", "cmd", "halp_cmd")
+
+
+def split_benchmark(benchmark):
+    """'ntu60_xsub' -> ('ntu60', 'xsub')."""
+    dataset, split = benchmark.split("_")
+    return dataset, split
+
+
+def variant_spec(variant):
+    """The method preset and extra pretraining keys of a variant name."""
+    if variant in PRESETS:
+        return variant, {}
+    if variant not in config["variants"]:
+        raise ValueError(
+            f"config key 'variants': no variant named {variant!r}; "
+            f"define it as {{method: ..., set: {{...}}}} under 'variants'"
+        )
+    spec = config["variants"][variant]
+    return spec["method"], spec["set"]
+
+
+def set_args(*mappings):
+    """--set key=value arguments (values as YAML) from mappings, later ones winning."""
+    merged = {}
+    for mapping in mappings:
+        merged.update(mapping or {})
+    return " ".join(
+        "--set "
+        + shlex.quote(
+            f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
+        )
+        for key, value in sorted(merged.items())
+    )
+
+
+def raw_paths(dataset):
+    paths = config["raw"][dataset]
+    return [paths] if isinstance(paths, str) else list(paths)
+
+
+def raw_inputs(wildcards):
+    """The raw inputs that exist or that a rule makes; missing manual downloads are
+    left to `halp prepare`, whose error explains where to put them."""
+    paths = raw_paths(wildcards.dataset)
+    if config["synthetic"] or (
+        wildcards.dataset == "pku2" and config.get("pku2_download")
+    ):
+        return paths
+    return [p for p in paths if os.path.exists(p)]
+
+
+def raw_args(wildcards):
+    return " ".join(f"--raw {shlex.quote(p)}" for p in raw_paths(wildcards.dataset))
+
+
+def pretrain_args(wildcards):
+    method, extra = variant_spec(wildcards.variant)
+    cfg = config["pretrain"]
+    return set_args(
+        cfg["set"],
+        cfg["per_dataset"].get(wildcards.dataset, {}),
+        extra,
+        {"method": method, "data.root": f"data/{wildcards.dataset}/{wildcards.split}"},
+    )
+
+
+def launcher():
+    """halp, or torchrun over several GPUs when the pretraining asks for them."""
+    gpus = config["pretrain"]["gpus"]
+    if gpus > 1:
+        return f"torchrun --standalone --nproc_per_node={gpus} -m halp"
+    return "halp"
+
+
+def evaluate_args(protocol, extra=None):
+    """The `halp evaluate` verb and its --set arguments for a target's protocol."""
+    cfg = config["evaluate"]
+    verb, keys = protocol, {}
+    if protocol.startswith("semi"):
+        verb = "semi"
+        keys = {
+            "label_fraction": int(protocol[4:]) / 100,
+            "repeats": cfg["semi_repeats"],
+        }
+    per = cfg["per_protocol"].get(verb, {})
+    return verb, set_args(cfg["set"], per, keys, extra or {})
+
+
+def transfer_target():
+    return split_benchmark(config["grid"]["transfer"]["target"])
+
+
+def all_results():
+    """Every results file the grid of the configuration asks for."""
+    grid = config["grid"]
+    targets = []
+    for benchmark in grid["benchmarks"]:
+        dataset, split = split_benchmark(benchmark)
+        for method in grid["methods"]:
+            for protocol in grid["protocols"]:
+                if protocol == "knn" and dataset not in grid["knn_datasets"]:
+                    continue
+                targets.append(f"results/{benchmark}_{method}_{protocol}.json")
+    for benchmark in grid["semi"]["benchmarks"]:
+        for method in grid["methods"]:
+            for percent in grid["semi"]["percents"]:
+                targets.append(f"results/{benchmark}_{method}_semi{percent}.json")
+    target_dataset, _ = transfer_target()
+    for source in grid["transfer"]["sources"]:
+        for method in grid["methods"]:
+            targets.append(
+                f"results/{source}_to_{target_dataset}_{method}_transfer.json"
+            )
+    ablation = grid["ablations"]
+    for variant in ablation["variants"]:
+        variant_spec(variant)  # a clear error for an undefined variant
+        targets.append(
+            f"results/{ablation['benchmark']}_{variant}_{ablation['protocol']}.json"
+        )
+    if grid["overhead"]:
+        targets.append("results/overhead.json")
+    return sorted(set(targets))
+
+
+def all_runs():
+    """The pretraining runs behind all_results(), for the figures."""
+    runs = []
+    for path in all_results():
+        name = path.removeprefix("results/").removesuffix(".json")
+        if name == "overhead":
+            continue
+        parts = name.split("_to_")
+        if len(parts) == 2:
+            source = parts[0]
+            variant = parts[1].split("_", 1)[1].removesuffix("_transfer")
+            runs.append(f"runs/{source}_xsub_{variant}/final.pt")
+        else:
+            head, _protocol = name.rsplit("_", 1)
+            runs.append(f"runs/{head}/final.pt")
+    return sorted(set(runs))
