@@ -33,5 +33,5 @@ rule all:
     default_target: True
     input:
         all_results(),
-        "results/tables/tables.md",
-        "results/figures/figures.md",
+        "results/tables",
+        "results/figures",

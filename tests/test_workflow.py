@@ -128,7 +128,9 @@ def test_smoke_run_builds_every_target(smoke_dir: Path) -> None:
     linear = json.loads((smoke_dir / "results" / "ntu60_xsub_halp_linear.json").read_text())
     assert linear["protocol"] == "linear" and 0 <= linear["metrics"]["top1"] <= 100
     assert (smoke_dir / "results" / "tables" / "tables.md").is_file()
+    assert (smoke_dir / "results" / "tables" / "table1_linear.tex").is_file()
     assert (smoke_dir / "results" / "figures" / "figures.md").is_file()
+    assert list((smoke_dir / "results" / "figures").glob("pretrain_loss_*.png"))
     again = snakemake("-n", "--cores", "2", "--configfile", str(ROOT / "config" / "smoke.yaml"),
                       cwd=smoke_dir).stdout  # fmt: skip
     assert "Nothing to be done" in again

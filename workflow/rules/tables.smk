@@ -5,7 +5,11 @@ rule tables:
     input:
         all_results(),
     output:
-        report("results/tables/tables.md", category="Tables"),
+        report(
+            directory("results/tables"),
+            patterns=["{name}.md"],
+            category="Tables",
+        ),
     log:
         "logs/tables.log",
     threads: 1
@@ -21,7 +25,11 @@ rule figures:
         all_results(),
         all_runs(),
     output:
-        report("results/figures/figures.md", category="Figures"),
+        report(
+            directory("results/figures"),
+            patterns=["{name}.png"],
+            category="Figures",
+        ),
     log:
         "logs/figures.log",
     threads: 1
