@@ -86,8 +86,7 @@ def _add_smoke(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
-def _add_pretrain(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("pretrain", help="self-supervised pretraining (baseline, halp, cmd, ...)")
+def _add_config_options(p: argparse.ArgumentParser, example: str) -> None:
     p.add_argument("--config", type=Path, default=None, help="YAML file of config keys")
     p.add_argument(
         "--set",
@@ -95,8 +94,13 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config key, e.g. --set halp.lam=0.6 (repeatable)",
+        help=f"override a config key, e.g. --set {example} (repeatable)",
     )
+
+
+def _add_pretrain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pretrain", help="self-supervised pretraining (baseline, halp, cmd, ...)")
+    _add_config_options(p, "halp.lam=0.6")
     p.add_argument("--run", type=Path, required=True, help="run folder (checkpoints, metrics)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run")
     p.add_argument(
@@ -115,15 +119,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="a halp pretrain checkpoint")
     p.add_argument("--data", required=True, help="the benchmark folder to evaluate on")
     p.add_argument("--out", type=Path, required=True, help="the results JSON to write")
-    p.add_argument("--config", type=Path, default=None, help="YAML file of evaluation keys")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override an evaluation key, e.g. --set label_fraction=0.1",
-    )
+    _add_config_options(p, "label_fraction=0.1")
 
 
 def _add_fetch(sub: argparse._SubParsersAction) -> None:

@@ -11,7 +11,6 @@ commit, the library versions and the wall time.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import platform
 import subprocess
@@ -31,7 +30,7 @@ from halp.dataset import ClassificationDataset, make_loader
 from halp.encoder import BiGRUEncoder
 from halp.knn import extract_features, knn_accuracy
 from halp.methods import build_encoder, method_spec
-from halp.storage import SkeletonSplit, atomic_write_json, load_split
+from halp.storage import SkeletonSplit, atomic_write_json, load_split, sha256_of
 from halp.train import config_of, load_checkpoint, resolve_device
 
 log = logging.getLogger(__name__)
@@ -229,35 +228,19 @@ def fit_classifier(
 # ------------------------------------------------------------------------ provenance
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def git_commit() -> dict[str, Any]:
     """The commit of the source tree the package runs from, and whether it is modified."""
-    here = Path(__file__).resolve().parent
+    here = str(Path(__file__).resolve().parent)
+
+    def git(*args: str) -> str:
+        run = subprocess.run(["git", "-C", here, *args], capture_output=True, text=True,
+                             check=True, timeout=10)  # fmt: skip
+        return run.stdout.strip()
+
     try:
-        commit = subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        )
-        status = subprocess.run(
-            ["git", "-C", str(here), "status", "--porcelain"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        )
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
     except (OSError, subprocess.SubprocessError):
         return {"commit": "unknown", "dirty": None}
-    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
 
 
 def provenance(device: torch.device) -> dict[str, Any]:

@@ -12,6 +12,8 @@ import os
 import urllib.request
 from pathlib import Path
 
+from halp.storage import sha256_of
+
 
 class FetchError(RuntimeError):
     """The download failed or its content is not the expected one."""
@@ -23,7 +25,7 @@ def fetch(url: str, out: Path, sha256: str, timeout: float = 60.0) -> Path:
     expected = sha256.strip().lower()
     if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
         raise FetchError(f"--sha256 must be 64 hexadecimal digits, got {sha256!r}")
-    if out.is_file() and _digest(out) == expected:
+    if out.is_file() and sha256_of(out) == expected:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial")
@@ -43,11 +45,3 @@ def fetch(url: str, out: Path, sha256: str, timeout: float = 60.0) -> Path:
         )
     os.replace(tmp, out)
     return out
-
-
-def _digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
