@@ -233,8 +233,9 @@ def git_commit() -> dict[str, Any]:
     here = str(Path(__file__).resolve().parent)
 
     def git(*args: str) -> str:
-        run = subprocess.run(["git", "-C", here, *args], capture_output=True, text=True,
-                             check=True, timeout=10)  # fmt: skip
+        run = subprocess.run(
+            ["git", "-C", here, *args], capture_output=True, text=True, check=True, timeout=10
+        )
         return run.stdout.strip()
 
     try:

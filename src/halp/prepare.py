@@ -336,20 +336,10 @@ def prepare_ntu(
         log.warning(message)
     jobs = [(n, sources[n], num_frames, compaction) for n in kept]
     summary = _stream(
-        out,
-        dataset,
-        spec.num_classes,
-        spec.benchmarks,
-        capacity,
-        route,
-        _ntu_job,
-        jobs,
-        workers,
-        skip_bad,
-        num_frames,
-        extra,
-        bad,
-    )
+        out, dataset, spec.num_classes, spec.benchmarks, capacity, route,
+        worker=_ntu_job, jobs=jobs, workers=workers, skip_bad=skip_bad,
+        num_frames=num_frames, extra=extra, skipped=bad,
+    )  # fmt: skip
     if len(names) == spec.num_files and not summary.skipped:
         for bench, (n_train, n_test) in spec.split_sizes.items():
             got = summary.counts[bench]
@@ -425,20 +415,10 @@ def prepare_pku(
         "normalisation": {"recipe": "2s-AGCN", "compaction": compaction},
     }
     summary = _stream(
-        out,
-        "pku2",
-        pku.NUM_CLASSES,
-        tuple(pku.BENCHMARKS),
-        capacity,
-        route,
-        _pku_job,
-        jobs,
-        workers,
-        skip_bad,
-        num_frames,
-        extra,
-        bad,
-    )
+        out, "pku2", pku.NUM_CLASSES, tuple(pku.BENCHMARKS), capacity, route,
+        worker=_pku_job, jobs=jobs, workers=workers, skip_bad=skip_bad,
+        num_frames=num_frames, extra=extra, skipped=bad,
+    )  # fmt: skip
     return summary
 
 
