@@ -192,3 +192,20 @@ def test_parsed_by_the_package_readers(
             assert pku_reader.cut(bodies, instance, path.name).shape[1] == instance.frames
     for split in files["split"]:
         assert pku_reader.read_split(split, videos) < videos
+
+
+def test_lost_joints_are_zero_and_default_is_unchanged(tmp_path: Path) -> None:
+    from halp.ntu import parse_skeleton
+    from halp.synthetic import lost_joints_of, synth_ntu
+
+    files = synth_ntu(tmp_path / "lost", classes=3, per_class=3, seed=2, lost_joints=10)
+    seen_loss = False
+    for path in files:
+        bodies = parse_skeleton(path.read_bytes(), str(path))
+        zero = ~bodies[0].any(axis=(0, 2))  # joints that are zero in every frame
+        assert not zero[[0, 1, 4, 8]].any()  # the normalisation's joints are never lost
+        seen_loss |= bool(zero.any())
+    assert seen_loss
+    assert len(lost_joints_of(0, 0, 0)) == 0
+    with pytest.raises(ValueError):
+        synth_ntu(tmp_path / "bad", classes=2, per_class=1, lost_joints=22)

@@ -9,6 +9,8 @@ owns a fixed set of sinusoidal joint rotations (which limbs move, their mean pos
 amplitude, frequency and phase), drawn from an RNG seeded by ``(seed, class)``; every
 third class is a two-person class. Each sample varies the performer's body size, the
 camera yaw, position, speed, phase, amplitudes and length, and adds 1 cm joint noise.
+Optionally (``synth_ntu(lost_joints=K)``) each sample also loses up to ``K`` joints, which
+the file then holds as zeros (missing data, as the 2s-AGCN recipe reads it).
 Every random draw comes from ``np.random.default_rng`` seeded by ``seed`` and the
 sample's identity, so the same arguments give the same bytes.
 """
@@ -47,6 +49,9 @@ PARENT = (-1, 0, 20, 2, 20, 4, 5, 6, 20, 8, 9, 10, 0, 12, 13, 14, 0, 16, 17, 18,
 _FK_ORDER = (0, 1, 20, 2, 3, 4, 5, 6, 7, 21, 22, 8, 9, 10, 11, 23, 24,
              12, 13, 14, 15, 16, 17, 18, 19)  # fmt: skip  # parents first
 _LEAVES = (3, 15, 19, 21, 22, 23, 24)  # Kinect writes a zero orientation for these
+# joints a sample may lose: all but spine base, spine middle and the shoulders, which the
+# normalisation needs (centring, and the rotation of frame 0)
+_LOSABLE = tuple(j for j in range(25) if j not in (0, 1, 4, 8))
 
 # Joints a class may rotate: (joint, max |mean angle| and max amplitude per Euler axis in
 # rad, hinge sign: +1/-1 keeps the mean angle on one side like an elbow or knee, 0 free).
@@ -194,16 +199,22 @@ def ntu_text(joints: np.ndarray, rng: np.random.Generator) -> str:
     """The ``.skeleton`` text (CRLF) of camera-space joints (bodies, T, 25, 3).
 
     Depth/colour pixels are a pinhole projection of xyz and the orientation is the body's
-    heading about the vertical axis (zero for leaf joints, as Kinect writes them).
+    heading about the vertical axis (zero for leaf joints, as Kinect writes them). A joint
+    whose xyz are all zero (a lost joint) is written as zeros throughout its line.
     """
     num_bodies, num_frames = joints.shape[:2]
     ids = 72057594037927936 + np.sort(rng.choice(60000, num_bodies, replace=False))
     x, y, z = np.moveaxis(joints, -1, 0)
+    present = (joints != 0).any(axis=-1)  # (M, T, 25)
+    depth = np.where(present, z, 1.0)
     across = joints[..., 4, :] - joints[..., 8, :]  # right -> left shoulder, (M, T, 3)
     heading = np.arctan2(-across[..., 2], -across[..., 0])[..., None]  # (M, T, 1)
     quat = np.stack(np.broadcast_arrays(np.cos(heading / 2), 0.0, np.sin(heading / 2), 0.0), -1)
     quat = quat * np.broadcast_to(~np.isin(np.arange(25), _LEAVES), x.shape)[..., None]
-    cols = [x, y, z, 256 + 365 * x / z, 212 - 365 * y / z, 1000 + 1060 * x / z, 540 - 1060 * y / z]
+    pixels = [256 + 365 * x / depth, 212 - 365 * y / depth,
+              1000 + 1060 * x / depth, 540 - 1060 * y / depth]  # fmt: skip
+    cols = [x, y, z, *(np.where(present, col, 0.0) for col in pixels)]
+    quat = np.where(present[..., None], quat, 0.0)
     table = np.concatenate([np.stack(cols, -1), quat], -1).reshape(num_bodies, num_frames, -1)
     lean = np.clip((joints[..., 20, :] - joints[..., 0, :])[..., [0, 2]] / 0.3, -1, 1)
     lean[..., 1] *= -1  # leaning towards the camera (-z) is positive
@@ -244,16 +255,39 @@ def _ntu_setups(cls: int, per_class: int, seed: int, max_setup: int) -> Iterator
         yield key
 
 
+def lost_joints_of(cls: int, index: int, lost_joints: int, seed: int = 0) -> np.ndarray:
+    """The sorted joints that sample ``index`` of class ``cls`` loses: a uniform number in
+    ``0..lost_joints`` of the joints other than spine base, spine middle and shoulders.
+
+    Drawn from a generator of its own, so ``lost_joints=0`` changes no other draw.
+    """
+    rng = np.random.default_rng([seed, 6, cls, index])
+    count = int(rng.integers(0, lost_joints + 1))
+    return np.sort(rng.choice(_LOSABLE, size=count, replace=False))
+
+
 def synth_ntu(
-    out: Path, classes: int = 6, per_class: int = 8, seed: int = 0, max_setup: int = 4
+    out: Path,
+    classes: int = 6,
+    per_class: int = 8,
+    seed: int = 0,
+    max_setup: int = 4,
+    lost_joints: int = 0,
 ) -> list[Path]:
     """Write ``classes * per_class`` NTU ``.skeleton`` files under ``out/nturgb+d_skeletons``.
 
     Action ``A = class + 1``. With ``per_class >= 3`` every class has train and test samples
     in cross-subject, cross-view and cross-setup. Returns the paths, sorted.
+
+    ``lost_joints > 0`` adds a nuisance: every sample loses ``lost_joints_of(...)`` joints
+    (up to ``lost_joints``, at most 21) in all frames and bodies; the file holds zeros for
+    them, like a tracker's missing data, and the 2s-AGCN normalisation keeps them at zero.
+    The default 0 writes exactly the files it wrote before the option existed.
     """
     if not 1 <= classes <= 120 or per_class < 1 or not 2 <= max_setup <= 32:
         raise ValueError("need 1 <= classes <= 120, per_class >= 1, 2 <= max_setup <= 32")
+    if not 0 <= lost_joints <= len(_LOSABLE):
+        raise ValueError(f"need 0 <= lost_joints <= {len(_LOSABLE)}, got {lost_joints}")
     folder = Path(out) / "nturgb+d_skeletons"
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -264,6 +298,8 @@ def synth_ntu(
             camera = camera_rotation(NTU_CAMERA_YAW_DEG[c], rng)
             joints = render(motions, int(rng.integers(40, 151)), scale=subject_scale(p, seed),
                             camera=camera, position=_random_position(rng), rng=rng)  # fmt: skip
+            if lost_joints:
+                joints[:, :, lost_joints_of(cls, j, lost_joints, seed)] = 0.0
             path = folder / f"S{s:03d}C{c:03d}P{p:03d}R{r:03d}A{cls + 1:03d}.skeleton"
             path.write_bytes(ntu_text(joints, rng).encode("ascii"))
             paths.append(path)
