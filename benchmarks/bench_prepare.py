@@ -43,8 +43,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from halp.ntu import parse_skeleton  # noqa: E402
-from halp.skeleton import process_sample  # noqa: E402
+from halp.data.ntu import parse_skeleton  # noqa: E402
+from halp.data.skeleton import process_sample  # noqa: E402
 
 MAX_BODY = 4
 NUM_PERSON = 2
@@ -228,7 +228,7 @@ def find_files(realdata: Path, workdir: Path) -> tuple[list[Path], str]:
     files = sorted(folder.glob("*.skeleton")) if folder.is_dir() else []
     if files:
         return files, f"{len(files)} real files"
-    from halp.synthetic import synth_ntu
+    from halp.data.synthetic import synth_ntu
 
     print(f"no real NTU files under {folder}; using synthetic ones")
     return synth_ntu(workdir / "speed", classes=6, per_class=3, seed=0), "18 synthetic files"
@@ -330,7 +330,7 @@ def bench_memory(workdir: Path, classes: int, per_class: int, workers: int) -> d
     """Peak RSS of an import-only baseline and of prepare on N and 10 N samples."""
     import shutil
 
-    from halp.synthetic import synth_ntu
+    from halp.data.synthetic import synth_ntu
 
     # baseline: the same command failing on a missing --raw, after the CLI's imports
     base_main, _, _ = run_cli(prepare_argv(workdir / "absent", workdir / "o", workers), 2)

@@ -25,9 +25,10 @@ from pathlib import Path
 import torch
 
 from halp.config import PretrainConfig, to_dict
-from halp.methods import PretrainModel
+from halp.methods import PRESETS
+from halp.model import PretrainModel
 
-METHODS = ("baseline", "halp", "cmd", "halp_cmd")
+METHODS = tuple(PRESETS)
 
 
 def make_config(args: argparse.Namespace, method: str) -> PretrainConfig:
@@ -66,9 +67,9 @@ class Runner:
             self.step()
 
     def step(self) -> None:
-        if self.model.spec.halp and self.step_count % self.config.halp.refresh_every == 0:
-            self.model.refresh_prototypes(self.gen)
-        out = self.model(self.q, self.k, mu=1.0, generator=self.gen)
+        # epoch 0 with mu_start_epoch = 0: every term of the preset is on
+        self.model.prepare_step(0, self.step_count, self.gen)
+        out = self.model(self.q, self.k, 0, self.gen, self.step_count)
         self.opt.zero_grad(set_to_none=True)
         out.loss.backward()
         self.opt.step()
@@ -158,7 +159,7 @@ def main() -> None:
         print(f"memory HaLP / baseline  = {mem['halp'] / mem['baseline']:.3f}x  (paper 1.0x)")
         print(f"memory HaLP+CMD / CMD   = {mem['halp_cmd'] / mem['cmd']:.3f}x  (paper 1.0x)")
     if args.json is not None:
-        from halp.storage import atomic_write_json
+        from halp.io import atomic_write_json
 
         atomic_write_json(
             args.json,

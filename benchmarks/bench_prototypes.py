@@ -32,8 +32,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from halp.poshal import hallucinate, halp_loss
-from halp.prototypes import compute_prototypes, geomstats_kmeans, kmeans_objective
+from halp.objectives.poshal import hallucinate, halp_loss
+from halp.objectives.prototypes import compute_prototypes, geomstats_kmeans, kmeans_objective
 
 NUM_KEYS, DIM, NUM_PROTOTYPES = 256, 128, 20
 BATCH, NUM_POSITIVES, LAMBDA, TAU = 64, 100, 0.8, 0.07

@@ -25,7 +25,7 @@ def realdata() -> Path:
 @pytest.fixture(scope="session")
 def synth_ntu_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """48 synthetic NTU .skeleton files (6 classes x 8), shared by the session; read-only."""
-    from halp.synthetic import synth_ntu
+    from halp.data.synthetic import synth_ntu
 
     out = tmp_path_factory.mktemp("synth_ntu")
     synth_ntu(out, classes=6, per_class=8, seed=0)
@@ -35,7 +35,7 @@ def synth_ntu_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def synth_pku_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A synthetic PKU-MMD II raw folder (6 classes x 8 instances); read-only."""
-    from halp.synthetic import synth_pku
+    from halp.data.synthetic import synth_pku
 
     out = tmp_path_factory.mktemp("synth_pku")
     synth_pku(out, classes=6, per_class=8, seed=0)

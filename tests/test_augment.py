@@ -1,4 +1,4 @@
-"""Tests of halp.augment against torch's interpolate and explicit loops."""
+"""Tests of halp.data.augment against torch's interpolate and explicit loops."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from halp.augment import (
+from halp.data.augment import (
     AUGMENTATIONS,
     Compose,
     OneOf,

@@ -83,7 +83,7 @@ def test_pretrain_verb(
 ) -> None:
     data = tmp_path / "data"
     assert main(["prepare", "ntu60", "--raw", str(synth_ntu_raw), "--out", str(data)]) == 0
-    config = Path(__file__).resolve().parents[1] / "config" / "smoke_pretrain.yaml"
+    config = "builtin:smoke"
     base = [
         "pretrain",
         "--config",
@@ -100,3 +100,51 @@ def test_pretrain_verb(
     assert main([*base, "--set", "optim.epochs=2", "--resume"]) == 0
     assert main([*base, "--set", "halp.lamda=1"]) == 2
     assert "'halp.lamda' is unknown (did you mean 'halp.lam'?)" in capsys.readouterr().err
+
+
+def test_user_errors_are_one_line_and_bugs_keep_their_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A HalpError is one line with exit 2; any other exception is a bug and propagates."""
+    import halp.cli as cli
+    from halp.errors import ConfigError
+
+    def user_error(args: object) -> None:
+        raise ConfigError("config key 'optim.lr': -1 is invalid")
+
+    def bug(args: object) -> None:
+        raise ValueError("internal: shapes do not match")
+
+    argv = ["synth", "ntu", "--out", str(tmp_path)]
+    monkeypatch.setattr(cli, "run_synth", user_error)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == "halp synth: error: config key 'optim.lr': -1 is invalid\n"
+    with pytest.raises(ConfigError):  # --debug shows the traceback of user errors too
+        main(["--debug", *argv])
+    monkeypatch.setattr(cli, "run_synth", bug)
+    with pytest.raises(ValueError, match="internal"):  # never dressed up as bad input
+        main(argv)
+
+
+def test_a_bad_config_value_fails_before_any_data_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "pretrain",
+            "--config",
+            "builtin:smoke",
+            "--set",
+            "halp.lam=1.5",
+            "--set",
+            f"data.root={tmp_path / 'does-not-exist'}",
+            "--run",
+            str(tmp_path / "run"),
+        ]
+    )
+    assert code == 2
+    assert "config key 'halp.lam': 1.5 is invalid; it must be in [0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    assert main(["pretrain", "--config", "builtin:nope", "--run", str(tmp_path / "r")]) == 2
+    assert "known: builtin:smoke" in capsys.readouterr().err

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from halp.config import ConfigError, PretrainConfig, from_dict, load_config, to_dict
+from halp.config import PretrainConfig, from_dict, load_config, to_dict
+from halp.errors import ConfigError
 
 
 def test_defaults_are_the_papers() -> None:
@@ -60,3 +62,36 @@ def test_bad_file_names_the_file(tmp_path: Path) -> None:
         load_config(PretrainConfig, path)
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(PretrainConfig, tmp_path / "none.yaml")
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("halp.lam=1.5", "halp.lam"),
+        ("halp.lam=.nan", "halp.lam"),
+        ("halp.num_prototypes=1", "halp.num_prototypes"),
+        ("halp.top_k=5", "halp.top_k"),  # below N = 20
+        ("halp.top_k=20000", "halp.top_k"),  # above the queue (16384)
+        ("halp.refresh_every=0", "halp.refresh_every"),
+        ("halp.num_positives=0", "halp.num_positives"),
+        ("optim.epochs=0", "optim.epochs"),
+        ("optim.batch_size=0", "optim.batch_size"),
+        ("optim.lr=-0.1", "optim.lr"),
+        ("moco.temperature=0", "moco.temperature"),
+        ("data.scale=[0.5, 0.2]", "data.scale"),
+        ("log.knn_every=-1", "log.knn_every"),
+        ("cmd.topk=0", "cmd.topk"),
+    ],
+)
+def test_values_out_of_range_are_refused_at_load_time(override: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"config key '{re.escape(key)}'"):
+        load_config(PretrainConfig, None, [override])
+
+
+def test_eval_values_out_of_range_are_refused() -> None:
+    from halp.config import EvalConfig
+
+    for override, key in (("epochs=0", "epochs"), ("label_fraction=0", "label_fraction")):
+        with pytest.raises(ConfigError, match=rf"config key '{key}'"):
+            load_config(EvalConfig, None, [override])
+    assert load_config(EvalConfig, None, ["label_fraction=0.1"]).label_fraction == 0.1

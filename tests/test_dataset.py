@@ -1,4 +1,4 @@
-"""Tests of halp.dataset: modalities, GRU layout, datasets and reproducible loaders."""
+"""Tests of halp.data.loaders: modalities, GRU layout, datasets and reproducible loaders."""
 
 from __future__ import annotations
 
@@ -9,17 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from halp.augment import center_crop_resize, temporal_crop_resize
-from halp.dataset import (
-    ClassificationDataset,
-    PretrainDataset,
-    bone,
-    make_loader,
-    motion,
-    to_gru_input,
-)
-from halp.skeleton import BONE_CHILD, BONE_PARENT
-from halp.storage import DataFormatError, SkeletonSplit, SplitWriter, load_split
+from halp.data.augment import center_crop_resize, temporal_crop_resize
+from halp.data.loaders import ClassificationDataset, PretrainDataset, make_loader
+from halp.data.modalities import bone, motion
+from halp.data.skeleton import BONE_CHILD, BONE_PARENT
+from halp.data.storage import SkeletonSplit, SplitWriter, load_split
+from halp.encoders.bigru import to_gru_input
+from halp.errors import DataFormatError
 
 STORED_T = 80
 # true frame counts; 200 exceeds the stored 80 (as PKU-MMD's can) and is capped

@@ -1,4 +1,4 @@
-"""Tests of halp.encoder: shapes, both recurrences against explicit references, init, size."""
+"""Tests of halp.encoders.bigru: shapes, both recurrences against references, init, size."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from halp.dataset import to_gru_input
-from halp.encoder import BiGRUEncoder
+from halp.encoders.bigru import BiGRUEncoder, to_gru_input
 
 F, H, P, OUT = 150, 16, 24, 8  # tiny sizes; F = 25 joints x 3 coordinates x 2 persons
 
@@ -206,6 +205,6 @@ def test_parameter_count_at_full_size() -> None:
     head = (2 * h * p + p) + (p * out + out)
     batchnorm = 2 * f
     expected = gru + head + batchnorm
-    assert expected == 49_457_580  # "~49.5 M" (REFERENCE.md §4)
+    assert expected == 49_457_580  # "~49.5 M" parameters at full size (paper Sec. 4.2)
     assert sum(q.numel() for q in enc.parameters()) == expected
     assert enc.feature_dim == 2048

@@ -10,21 +10,18 @@ import numpy as np
 import pytest
 import torch
 
-from halp import prepare
+from halp.checkpoint import load_checkpoint
 from halp.config import EvalConfig, PretrainConfig, load_config
-from halp.dataset import ClassificationDataset
-from halp.evaluate import (
-    EvaluationError,
-    classifier_from_checkpoint,
-    evaluate,
-    fit_classifier,
-    label_subset,
-)
-from halp.storage import load_split
-from halp.train import CheckpointError, load_checkpoint, pretrain
+from halp.data import prepare
+from halp.data.loaders import ClassificationDataset
+from halp.data.storage import load_split
+from halp.errors import CheckpointError, EvaluationError
+from halp.eval.classifier import fit_classifier, label_subset
+from halp.evaluate import classifier_from_checkpoint, evaluate
+from halp.train import pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOKE = ROOT / "config" / "smoke_pretrain.yaml"
+SMOKE = "builtin:smoke"
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from halp.fetch import FetchError, fetch
+from halp.data.fetch import fetch
+from halp.errors import FetchError
 
 
 def test_fetch_checks_the_digest(tmp_path: Path) -> None:

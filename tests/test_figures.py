@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from halp.figures import build_figures, read_runs, read_semi
+from halp.report.figures import build_figures, read_runs, read_semi
 
 
 def write_run(runs: Path, name: str, rows: list[dict]) -> None:
@@ -93,7 +93,7 @@ def test_figures_for_present_inputs(tmp_path: Path):
 def test_absent_inputs_are_skipped_with_a_note(tmp_path: Path, caplog: pytest.LogCaptureFixture):
     runs = tmp_path / "runs"
     write_run(runs, "pku2_xsub_baseline", pretrain_rows("baseline", knn=False))
-    with caplog.at_level(logging.INFO, logger="halp.figures"):
+    with caplog.at_level(logging.INFO, logger="halp.report.figures"):
         written = build_figures(runs, tmp_path / "no-results", tmp_path / "out")
     assert [p.name for p in written] == [
         "pretrain_loss_pku2_xsub.png",
@@ -113,7 +113,7 @@ def test_empty_or_damaged_folders_never_crash(tmp_path: Path, caplog: pytest.Log
     (runs / "no_metrics_yet").mkdir()
     results.mkdir()
     (results / "ntu60_xsub_halp_semi10.json").write_text("{not json")
-    with caplog.at_level(logging.INFO, logger="halp.figures"):
+    with caplog.at_level(logging.INFO, logger="halp.report.figures"):
         assert build_figures(runs, results, tmp_path / "out") == []
     assert "metrics.jsonl:2: not valid JSON" in caplog.text
     assert "ntu60_xsub_halp_semi10.json" in caplog.text

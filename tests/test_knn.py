@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from halp.knn import knn_accuracy, knn_predict
+from halp.eval.knn import knn_accuracy, knn_predict
 
 sklearn = pytest.importorskip("sklearn.neighbors", reason="scikit-learn is a test dependency")
 

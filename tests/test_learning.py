@@ -40,8 +40,8 @@ from typing import Any
 
 import pytest
 
-from halp import prepare, synthetic
 from halp.config import EvalConfig, PretrainConfig, from_dict
+from halp.data import prepare, synthetic
 from halp.evaluate import evaluate
 from halp.train import pretrain
 

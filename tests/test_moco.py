@@ -7,8 +7,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from halp.cmd import cmd_loss, distillation_pair
-from halp.moco import KeyQueue, info_nce, momentum_update
+from halp.objectives.cmd import cmd_loss, distillation_pair
+from halp.objectives.moco import KeyQueue, info_nce, momentum_update
 
 
 def unit(*shape: int, seed: int = 0) -> torch.Tensor:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from halp import ntu
+from halp.data import ntu
 from halp.errors import RawFormatError
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from halp import pku
+from halp.data import pku
 from halp.errors import RawFormatError
 
 

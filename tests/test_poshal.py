@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from halp.poshal import (
+from halp.objectives.poshal import (
     Hallucination,
     closest_prototype,
     hallucinate,

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from halp import ntu, prepare
-from halp.errors import RawFormatError
-from halp.skeleton import process_sample
-from halp.storage import DataFormatError, SplitWriter, load_split
+from halp.data import ntu, prepare
+from halp.data.skeleton import process_sample
+from halp.data.storage import SplitWriter, load_split
+from halp.errors import DataFormatError, RawFormatError
 
 
 def skeleton_files(raw: Path) -> list[Path]:
@@ -203,7 +203,7 @@ def test_pku_prepare(synth_pku_raw: Path, tmp_path: Path) -> None:
     data, names, _, _ = read_all(tmp_path / "out", "xsub")["train"]
     video, row = names[0].rsplit("_", 1)
     label_file = synth_pku_raw / "label" / f"{video}.txt"
-    from halp import pku
+    from halp.data import pku
 
     inst = pku.parse_labels(label_file.read_text(), str(label_file), video)[int(row)]
     skel = synth_pku_raw / "skeleton" / f"{video}.txt"

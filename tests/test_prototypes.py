@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from halp.prototypes import (
+from halp.objectives.prototypes import (
     compute_prototypes,
     geomstats_kmeans,
     kmeans_objective,

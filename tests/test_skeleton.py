@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from halp.skeleton import (
+from halp.data.skeleton import (
     BONE_CHILD,
     BONE_PARENT,
     LEFT_SHOULDER,
@@ -38,7 +38,7 @@ def canonical_person(rng: np.random.Generator, frames: int) -> np.ndarray:
 
 
 def slow_reference(sample: np.ndarray) -> np.ndarray:
-    """REFERENCE.md §3 written out with explicit loops over persons, frames and joints."""
+    """The README's normalisation recipe with explicit loops over persons, frames, joints."""
     x = sample.astype(np.float64).copy()
     num_persons, num_frames, num_joints, _ = x.shape
     for m in range(num_persons):

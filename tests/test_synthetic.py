@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from halp import synthetic
-from halp.synthetic import synth_ntu, synth_pku
+from halp.data import synthetic
+from halp.data.synthetic import synth_ntu, synth_pku
 
 NAME = re.compile(r"S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})\.skeleton")
 XSUB_TRAIN = {1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38}
@@ -178,8 +178,8 @@ def test_classes_are_learnable(tmp_path: Path) -> None:
 def test_parsed_by_the_package_readers(
     ntu: list[Path], pku: tuple[Path, dict[str, list[Path]]]
 ) -> None:
-    ntu_reader = pytest.importorskip("halp.ntu")
-    pku_reader = pytest.importorskip("halp.pku")
+    ntu_reader = pytest.importorskip("halp.data.ntu")
+    pku_reader = pytest.importorskip("halp.data.pku")
     for path in ntu:
         slots = ntu_reader.parse_skeleton(path.read_bytes(), path.name)
         assert slots.shape[1] == len(parse_ntu(path.read_bytes()))
@@ -195,8 +195,8 @@ def test_parsed_by_the_package_readers(
 
 
 def test_lost_joints_are_zero_and_default_is_unchanged(tmp_path: Path) -> None:
-    from halp.ntu import parse_skeleton
-    from halp.synthetic import lost_joints_of, synth_ntu
+    from halp.data.ntu import parse_skeleton
+    from halp.data.synthetic import lost_joints_of, synth_ntu
 
     files = synth_ntu(tmp_path / "lost", classes=3, per_class=3, seed=2, lost_joints=10)
     seen_loss = False

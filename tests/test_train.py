@@ -11,20 +11,16 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from halp import prepare
-from halp.config import PretrainConfig, load_config, to_dict
-from halp.methods import PRESETS, PretrainModel
-from halp.train import (
-    CheckpointError,
-    TrainingDiverged,
-    load_checkpoint,
-    lr_at,
-    mu_at,
-    pretrain,
-)
+from halp.checkpoint import load_checkpoint
+from halp.config import PretrainConfig, from_dict, load_config, to_dict
+from halp.data import prepare
+from halp.errors import CheckpointError, TrainingDiverged
+from halp.methods import PRESETS, term_weights
+from halp.model import PretrainModel
+from halp.train import lr_at, pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOKE = ROOT / "config" / "smoke_pretrain.yaml"
+SMOKE = "builtin:smoke"
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +39,11 @@ def test_schedules() -> None:
     assert [lr_at(c.optim, e) for e in (0, 350, 351, 450)] == pytest.approx(
         [0.01, 0.01, 0.001, 0.001]
     )
-    spec = PRESETS["halp"]
-    assert (mu_at(c.halp, spec, 199), mu_at(c.halp, spec, 200)) == (0.0, 1.0)
-    assert mu_at(c.halp, PRESETS["baseline"], 300) == 0.0
+    mu_at = lambda method, epoch: term_weights(  # noqa: E731
+        from_dict(PretrainConfig, {"method": method}), epoch
+    ).get("halp", 0.0)
+    assert (mu_at("halp", 199), mu_at("halp", 200)) == (0.0, 1.0)
+    assert mu_at("baseline", 300) == 0.0
 
 
 @pytest.mark.parametrize("method", sorted(PRESETS))
@@ -162,13 +160,15 @@ def _ddp_worker(rank: int, world: int, port: int, data: str, run: str) -> None:
     import halp.train as train
 
     captured = {}
-    original = PretrainModel.refresh_prototypes
+    original = PretrainModel.prepare_step
 
-    def refresh(self: PretrainModel, generator: torch.Generator | None = None) -> None:
-        original(self, generator)
+    def prepare(
+        self: PretrainModel, epoch: int, step: int, generator: torch.Generator | None
+    ) -> None:
+        original(self, epoch, step, generator)
         captured["model"] = self
 
-    PretrainModel.refresh_prototypes = refresh  # type: ignore[method-assign]
+    PretrainModel.prepare_step = prepare  # type: ignore[method-assign]
     train.pretrain(config, Path(run))
     model = captured["model"]
     state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -194,7 +194,7 @@ def test_ddp_two_processes_agree(ntu_data: Path, tmp_path: Path) -> None:
         assert torch.equal(a[key], b[key]), key
     # 29 training samples, 2 ranks x 4 per step, drop_last: 3 steps of 8 keys per epoch
     assert int(a["branches.joint.queue.seen"]) == 2 * 3 * 8
-    assert bool(a["branches.joint.prototypes_ready"])
+    assert bool(a["objectives.halp.prototypes.joint.ready"])
     assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 2
 
 
@@ -207,9 +207,9 @@ def test_halp_before_mu_start_is_exactly_the_baseline(ntu_data: Path, tmp_path: 
     pretrain(base, tmp_path / "base")
     pretrain(halp, tmp_path / "halp")
     a, b = _state(tmp_path / "base" / "checkpoint.pt"), _state(tmp_path / "halp" / "checkpoint.pt")
-    shared = [k for k in a if not k.startswith("branches.joint.prototypes")]
+    shared = list(a)  # the baseline has no HaLP state; everything it has must agree
     assert shared and all(torch.equal(a[k], b[k]) for k in shared)
-    assert int(b["halp_keys_seen"]) == 0
+    assert int(b["objectives.halp.keys_seen"]) == 0
 
 
 def test_warmup_counts_keys_after_mu_switches_on(ntu_data: Path, tmp_path: Path) -> None:
@@ -224,11 +224,15 @@ def test_warmup_counts_keys_after_mu_switches_on(ntu_data: Path, tmp_path: Path)
     assert "loss_halp_joint" in rows[2]
 
 
-def test_shipped_smoke_config_equals_the_embedded_one() -> None:
-    from halp.config import from_dict
-    from halp.smoke import SMOKE_PRETRAIN
+def test_the_smoke_workflow_uses_the_shipped_smoke_config() -> None:
+    """One copy of the tiny configuration: the package's, used by the workflow too."""
+    import yaml
 
-    assert load_config(PretrainConfig, SMOKE) == from_dict(PretrainConfig, SMOKE_PRETRAIN)
+    from halp.smoke import SMOKE_CONFIG
+
+    workflow = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    assert workflow["pretrain"]["config"] == SMOKE_CONFIG == SMOKE
+    assert load_config(PretrainConfig, SMOKE).encoder.hidden_size == 16  # the tiny encoder
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "config" / "pretrain").glob("*.yaml")))

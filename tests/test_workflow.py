@@ -188,3 +188,40 @@ def test_killed_pretraining_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     assert re.search(r"resuming runs/ntu60_xsub_baseline from epoch (\d+)", log)
     epochs = [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()]
     assert epochs == list(range(40))  # continued, not restarted
+
+
+def _workflow_copies() -> tuple[dict[str, str], tuple[str, ...]]:
+    """The wildcard patterns and the preset names that workflow/rules/common.smk keeps."""
+    text = (ROOT / "workflow" / "rules" / "common.smk").read_text()
+    block = text.split("wildcard_constraints:", 1)[1].split("\n\n", 1)[0]
+    patterns = dict(re.findall(r'(\w+)="([^"]+)"', block))
+    presets = re.search(r"^PRESETS = \(([^)]*)\)", text, re.M)
+    assert presets is not None
+    return patterns, tuple(re.findall(r'"(\w+)"', presets[1]))
+
+
+def test_the_workflow_copy_of_names_agrees_with_the_package() -> None:
+    """Method names and results naming live in halp.methods and halp.report.naming; the
+    workflow (which cannot always import the package) keeps a copy that must agree."""
+    from halp.methods import PRESETS
+    from halp.report import naming
+
+    patterns, presets = _workflow_copies()
+    assert presets == tuple(PRESETS)
+    assert set(patterns["dataset"].split("|")) == set(naming.DATASETS)
+    assert set(patterns["split"].split("|")) == set(naming.SPLITS)
+    schema = (ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text()
+    for method in PRESETS:
+        assert re.search(rf"[(|]{method}[|)]", schema), method
+    target = re.compile(
+        r"^{dataset}_{split}_{variant}_{protocol}\.json$".format(
+            **{k: f"(?:{v})" for k, v in patterns.items()}
+        )
+    )
+    for dataset in naming.DATASETS:
+        for variant in (*PRESETS, "halp-lam0.6", "halp_cmd-N10"):
+            for protocol in ("linear", "knn", "finetune", "semi10"):
+                name = naming.result_name(dataset, "xsub", variant, protocol)
+                assert target.match(name), name
+    bad = "ntu60_xsub_nosuchmethod_linear.json"
+    assert naming.EVAL_NAME.match(bad) and not target.match(bad)  # the copy is the stricter

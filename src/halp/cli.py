@@ -1,4 +1,10 @@
-"""The ``halp`` command line: one verb per workflow step, each runnable by hand."""
+"""The ``halp`` command line: one verb per workflow step, each runnable by hand.
+
+Errors meant for users (:class:`halp.errors.HalpError`) and operating-system errors (a
+missing file, a full disk) are printed as one line, ``halp VERB: error: ...``, with exit
+status 2. Anything else is an internal bug and keeps its traceback; ``--debug`` shows
+the traceback of every error.
+"""
 
 from __future__ import annotations
 
@@ -87,7 +93,12 @@ def _add_smoke(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_config_options(p: argparse.ArgumentParser, example: str) -> None:
-    p.add_argument("--config", type=Path, default=None, help="YAML file of config keys")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="YAML file of config keys, or builtin:NAME for one shipped with the package "
+        "(builtin:smoke: the tiny CPU configuration)",
+    )
     p.add_argument(
         "--set",
         dest="overrides",
@@ -143,9 +154,13 @@ def _add_figures(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``halp`` argument parser with every verb and its options."""
     parser = argparse.ArgumentParser(prog="halp", description=__doc__)
     parser.add_argument("--version", action="version", version=f"halp {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of user errors too"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_prepare(sub)
     _add_synth(sub)
@@ -159,15 +174,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _workers(value: int | None) -> int:
-    from halp.prepare import default_workers
+    from halp.data.prepare import default_workers
+    from halp.errors import HalpError
 
     if value is not None and value < 1:
-        raise ValueError(f"--workers must be at least 1, got {value}")
+        raise HalpError(f"--workers must be at least 1, got {value}")
     return default_workers() if value is None else value
 
 
 def run_prepare(args: argparse.Namespace) -> None:
-    from halp import prepare
+    """``halp prepare``: raw data (or CMD/ISC arrays) to a prepared dataset folder."""
+    from halp.data import prepare
 
     start = time.perf_counter()
     if args.kind in ("ntu60", "ntu120"):
@@ -196,7 +213,8 @@ def run_prepare(args: argparse.Namespace) -> None:
 
 
 def run_synth(args: argparse.Namespace) -> None:
-    from halp import synthetic
+    """``halp synth``: write a synthetic dataset in the real raw formats."""
+    from halp.data import synthetic
 
     if args.kind == "ntu":
         files = synthetic.synth_ntu(args.out, args.classes, args.per_class, args.seed)
@@ -207,6 +225,7 @@ def run_synth(args: argparse.Namespace) -> None:
 
 
 def run_pretrain(args: argparse.Namespace) -> None:
+    """``halp pretrain``: self-supervised pretraining of one method preset."""
     import yaml
 
     from halp.config import PretrainConfig, load_config, to_dict
@@ -225,6 +244,7 @@ def run_pretrain(args: argparse.Namespace) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
+    """``halp evaluate``: one downstream protocol on a pretraining checkpoint."""
     from halp.config import EvalConfig, load_config
     from halp.evaluate import evaluate
 
@@ -244,35 +264,36 @@ def run_evaluate(args: argparse.Namespace) -> None:
 
 
 def run_fetch(args: argparse.Namespace) -> None:
-    from halp.fetch import fetch
+    """``halp fetch``: download a file, keeping it only if its sha256 matches."""
+    from halp.data.fetch import fetch
 
     print(f"wrote {fetch(args.url, args.out, args.sha256)}")
 
 
 def run_tables(args: argparse.Namespace) -> None:
-    from halp.tables import run_tables as tables
+    """``halp tables``: the paper's tables, reproduced next to the published numbers."""
+    from halp.report.tables import run_tables as tables
 
     tables(args)
 
 
 def run_figures(args: argparse.Namespace) -> None:
-    from halp.figures import run_figures as figures
+    """``halp figures``: training curves and semi-supervised plots."""
+    from halp.report.figures import run_figures as figures
 
     figures(args)
 
 
 def run_smoke(args: argparse.Namespace) -> None:
+    """``halp smoke``: the embedded default run on synthetic data."""
     from halp.smoke import run_smoke as smoke
 
     smoke(args.out, workers=_workers(args.workers), seed=args.seed)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from halp.config import ConfigError
-    from halp.errors import RawFormatError, TrainingDiverged
-    from halp.fetch import FetchError
-    from halp.prepare import PrepareError
-    from halp.storage import DataFormatError
+    """Run the ``halp`` command line; returns the exit status."""
+    from halp.errors import HalpError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -290,16 +311,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         handlers[args.command](args)
-    except (
-        ConfigError,
-        PrepareError,
-        RawFormatError,
-        DataFormatError,
-        TrainingDiverged,
-        FetchError,
-        ValueError,
-        OSError,
-    ) as err:
+    except (HalpError, OSError) as err:
+        if args.debug:
+            raise
         print(f"halp {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -1,7 +1,7 @@
 """Strict, typed configuration: dataclass defaults < YAML file < ``--set key=value``.
 
 Unknown keys and values of the wrong type are errors that name the key. The defaults
-are the paper's hyperparameters (REFERENCE.md §1, §4); the resolved configuration is
+are the paper's hyperparameters (Sec. 4.2); the resolved configuration is
 saved with every checkpoint and result.
 """
 
@@ -17,19 +17,24 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 
+from halp.errors import ConfigError
+from halp.resources import BUILTIN_PREFIX, builtin_config_text, builtin_configs
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A configuration key is unknown, missing or has a value of the wrong type."""
 
 
 # ------------------------------------------------------------------------ sections
 
 
+def _require(ok: bool, key: str, value: Any, rule: str) -> None:
+    """Raise a ConfigError naming ``key`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(f"config key '{key}': {value!r} is invalid; it must be {rule}")
+
+
 @dataclasses.dataclass
 class EncoderConfig:
-    """The BiGRU encoder (REFERENCE.md §4)."""
+    """The BiGRU encoder (paper Sec. 4.2)."""
 
     hidden_size: int = 1024  # per direction; features are 2 x hidden_size
     num_layers: int = 3
@@ -37,6 +42,12 @@ class EncoderConfig:
     out_dim: int = 128  # the contrastive embedding
     # the authors' step-by-step GRU, whose "backward" half also runs forward in time
     reference_forward: bool = False
+
+    def __post_init__(self) -> None:
+        """Check value ranges when the configuration is built, before any training."""
+        for key in ("hidden_size", "num_layers", "proj_hidden", "out_dim"):
+            value = getattr(self, key)
+            _require(value >= 1, f"encoder.{key}", value, "at least 1")
 
 
 @dataclasses.dataclass
@@ -46,20 +57,35 @@ class DataConfig:
     root: str = "data/ntu60/xsub"  # a benchmark folder written by `halp prepare`
     frames: int = 64  # clip length after temporal crop-resize
     scale: tuple[float, float] = (0.1, 1.0)  # pretraining crop scale U(a, b)
-    augmentation: str = "isc"  # a preset or augmentation name of halp.augment
+    augmentation: str = "isc"  # a preset or augmentation name of halp.data.augment
     workers: int = 4  # DataLoader worker processes
+
+    def __post_init__(self) -> None:
+        """Check value ranges when the configuration is built, before any training."""
+        _require(self.frames >= 1, "data.frames", self.frames, "at least 1")
+        _require(self.workers >= 0, "data.workers", self.workers, "0 or more")
+        a, b = self.scale
+        _require(0.0 < a <= b <= 1.0, "data.scale", list(self.scale), "[a, b] with 0 < a <= b <= 1")
 
 
 @dataclasses.dataclass
 class MocoConfig:
+    """MoCo (paper Sec. 3.1, Eq. 1): the key queue, the momentum encoder and tau."""
+
     queue_size: int = 16384  # L
     momentum: float = 0.999  # m of the key encoder
     temperature: float = 0.07  # tau of InfoNCE and of L_HaLP
 
+    def __post_init__(self) -> None:
+        """Check value ranges when the configuration is built, before any training."""
+        _require(self.queue_size >= 1, "moco.queue_size", self.queue_size, "at least 1")
+        _require(0.0 <= self.momentum <= 1.0, "moco.momentum", self.momentum, "in [0, 1]")
+        _require(self.temperature > 0, "moco.temperature", self.temperature, "positive")
+
 
 @dataclasses.dataclass
 class HalpConfig:
-    """Positive hallucination (paper §3, REFERENCE.md §1)."""
+    """Positive hallucination (paper Sec. 3.2-3.6; defaults of Sec. 4.2)."""
 
     num_prototypes: int = 20  # N
     top_k: int = 256  # most recent queue entries clustered into prototypes
@@ -77,19 +103,45 @@ class HalpConfig:
     kmeans_backend: Literal["torch", "geomstats"] = "torch"
     kmeans_iters: int = 50
 
+    def __post_init__(self) -> None:
+        """Check value ranges when the configuration is built, before any training."""
+        _require(self.num_prototypes >= 2, "halp.num_prototypes", self.num_prototypes, "at least 2")
+        _require(
+            self.top_k >= self.num_prototypes,
+            "halp.top_k",
+            self.top_k,
+            f"at least halp.num_prototypes ({self.num_prototypes})",
+        )
+        _require(self.refresh_every >= 1, "halp.refresh_every", self.refresh_every, "at least 1")
+        _require(self.num_positives >= 1, "halp.num_positives", self.num_positives, "at least 1")
+        _require(0.0 <= self.lam <= 1.0, "halp.lam", self.lam, "in [0, 1]")
+        _require(self.mu >= 0.0, "halp.mu", self.mu, "0 or more")
+        _require(self.mu_start_epoch >= 0, "halp.mu_start_epoch", self.mu_start_epoch, "0 or more")
+        _require(self.warmup_samples >= 0, "halp.warmup_samples", self.warmup_samples, "0 or more")
+        _require(self.kmeans_iters >= 0, "halp.kmeans_iters", self.kmeans_iters, "0 or more")
+
 
 @dataclasses.dataclass
 class CmdConfig:
-    """Cross-modal mutual distillation (CMD, REFERENCE.md §4)."""
+    """Cross-modal mutual distillation (CMD, Mao et al. 2022; HaLP+CMD in paper Sec. 4.3)."""
 
     topk: int = 8192
     teacher_temperature: float = 0.05
     student_temperature: float = 0.1
     weight: float = 1.0
 
+    def __post_init__(self) -> None:
+        """Check value ranges when the configuration is built, before any training."""
+        _require(self.topk >= 1, "cmd.topk", self.topk, "at least 1")
+        for key in ("teacher_temperature", "student_temperature"):
+            value = getattr(self, key)
+            _require(value > 0, f"cmd.{key}", value, "positive")
+
 
 @dataclasses.dataclass
 class OptimConfig:
+    """SGD and its step schedule (paper Sec. 4.2)."""
+
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -98,14 +150,28 @@ class OptimConfig:
     lr_steps: list[int] = dataclasses.field(default_factory=lambda: [351])
     lr_gamma: float = 0.1
 
+    def __post_init__(self) -> None:
+        """Check value ranges when the configuration is built, before any training."""
+        _require(0.0 <= self.lr < float("inf"), "optim.lr", self.lr, "a finite number >= 0")
+        _require(self.batch_size >= 1, "optim.batch_size", self.batch_size, "at least 1")
+        _require(self.epochs >= 1, "optim.epochs", self.epochs, "at least 1")
+        _require(self.lr_gamma > 0, "optim.lr_gamma", self.lr_gamma, "positive")
+
 
 @dataclasses.dataclass
 class LogConfig:
+    """What a run records besides its checkpoints: wandb, kNN monitor, snapshots."""
+
     wandb: Literal["offline", "online", "disabled"] = "offline"
     wandb_project: str = "halp-repro"
     knn_every: int = 5  # epochs between kNN evaluations (0: never)
     save_every: int = 50  # keep checkpoint_XXXX.pt every this many epochs (0: latest only)
     progress: bool = True  # tqdm bar
+
+    def __post_init__(self) -> None:
+        """Check value ranges when the configuration is built, before any training."""
+        _require(self.knn_every >= 0, "log.knn_every", self.knn_every, "0 (never) or more")
+        _require(self.save_every >= 0, "log.save_every", self.save_every, "0 (latest only) or more")
 
 
 @dataclasses.dataclass
@@ -125,10 +191,20 @@ class PretrainConfig:
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     log: LogConfig = dataclasses.field(default_factory=LogConfig)
 
+    def __post_init__(self) -> None:
+        """Check value ranges when the configuration is built, before any training."""
+        queue = self.moco.queue_size
+        _require(
+            self.halp.top_k <= queue,
+            "halp.top_k",
+            self.halp.top_k,
+            f"at most moco.queue_size ({queue}): prototypes come from the queue's newest keys",
+        )
+
 
 @dataclasses.dataclass
 class EvalConfig:
-    """``halp evaluate``: the downstream protocols of REFERENCE.md §5.
+    """``halp evaluate``: the downstream protocols (paper Sec. 4.2-4.3).
 
     ``linear`` trains a new classifier on the frozen encoder; ``semi``, ``finetune`` and
     ``transfer`` fine-tune the whole network (``semi`` on a fraction of the labels,
@@ -162,6 +238,17 @@ class EvalConfig:
     repeats: int = 1  # semi: 5 in the paper's protocol
     # knn
     k: int = 1
+
+    def __post_init__(self) -> None:
+        """Check value ranges when the configuration is built, before any training."""
+        for key in ("batch_size", "epochs", "eval_every", "repeats", "k", "frames"):
+            value = getattr(self, key)
+            _require(value >= 1, key, value, "at least 1")
+        _require(self.workers >= 0, "workers", self.workers, "0 or more")
+        fraction = self.label_fraction
+        _require(0.0 < fraction <= 1.0, "label_fraction", fraction, "in (0, 1]")
+        if self.lr is not None:
+            _require(0.0 < self.lr < float("inf"), "lr", self.lr, "a finite positive number")
 
 
 # ------------------------------------------------------------------------ loading
@@ -221,7 +308,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
             raise ConfigError(f"config key '{key}': expected a mapping of {_type_name(tp)} keys")
-        return from_dict(tp, value, prefix=f"{key}.")
+        return from_dict(typing.cast(type, tp), value, prefix=f"{key}.")
     raise ConfigError(f"config key '{key}': unsupported type {tp!r}")  # pragma: no cover
 
 
@@ -280,22 +367,42 @@ def merge_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     return merged
 
 
-def load_config(cls: type[T], path: Path | None = None, overrides: Sequence[str] = ()) -> T:
-    """Defaults < YAML file ``path`` < ``overrides``; strict at every level."""
+def load_config(cls: type[T], path: Path | str | None = None, overrides: Sequence[str] = ()) -> T:
+    """Defaults < YAML file ``path`` < ``overrides``; strict at every level.
+
+    ``path`` may name a configuration shipped with the package as ``builtin:NAME``
+    (:mod:`halp.resources`), e.g. ``builtin:smoke``.
+    """
     data: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
+        text, where = _config_text(path)
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
+            loaded = yaml.safe_load(text)
         except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+            raise ConfigError(f"{where}: not valid YAML: {err}") from None
         if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of config keys")
+            raise ConfigError(f"{where}: the top level must be a mapping of config keys")
         data = loaded or {}
         try:
             from_dict(cls, data)
         except ConfigError as err:
-            raise ConfigError(f"{path}: {err}") from None
+            raise ConfigError(f"{where}: {err}") from None
     return from_dict(cls, merge_overrides(data, overrides))
+
+
+def _config_text(path: Path | str) -> tuple[str, str]:
+    """The YAML text of a config file or ``builtin:NAME``, and how to name it in errors."""
+    name = str(path)
+    if name.startswith(BUILTIN_PREFIX):
+        builtin = name.removeprefix(BUILTIN_PREFIX)
+        text = builtin_config_text(builtin)
+        if text is None:
+            raise ConfigError(
+                f"{name}: no such built-in configuration; known: "
+                + ", ".join(BUILTIN_PREFIX + n for n in builtin_configs())
+            )
+        return text, name
+    try:
+        return Path(path).read_text(encoding="utf-8"), name
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None

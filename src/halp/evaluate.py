@@ -1,10 +1,8 @@
-"""Downstream evaluation (REFERENCE.md §5): linear probe, kNN, semi-supervised, transfer.
+"""``halp evaluate``: the downstream protocols of the paper (Sec. 4.2-4.3, Tables 1-3).
 
-One classifier-fitting function, ``fit_classifier``, serves every protocol that trains:
-``freeze=True`` is the linear probe (the encoder stays in eval mode, so BatchNorm is
-frozen, and only the new ``Linear(2048, classes)`` learns); ``freeze=False`` fine-tunes
-the whole network (semi-supervised, fine-tuning and transfer, which is only a
-checkpoint pretrained on another dataset). Every protocol writes one results JSON that
+Linear probe, kNN, semi-supervised, fine-tuning and transfer (fine-tuning a checkpoint
+pretrained on another dataset), all on a checkpoint of ``halp pretrain``; the fitting
+itself is :func:`halp.eval.classifier.fit_classifier`. Every protocol writes one results JSON that
 records the metrics, the resolved configuration, the checkpoint's sha256, the git
 commit, the library versions and the wall time.
 """
@@ -12,50 +10,27 @@ commit, the library versions and the wall time.
 from __future__ import annotations
 
 import logging
-import platform
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, Subset
 
-from halp import __version__
+from halp.checkpoint import config_of, load_checkpoint
 from halp.config import EvalConfig, to_dict
-from halp.dataset import ClassificationDataset, make_loader
-from halp.encoder import BiGRUEncoder
-from halp.knn import extract_features, knn_accuracy
-from halp.methods import build_encoder, method_spec
-from halp.storage import SkeletonSplit, atomic_write_json, load_split, sha256_of
-from halp.train import config_of, load_checkpoint, resolve_device
+from halp.data.loaders import ClassificationDataset
+from halp.data.storage import SkeletonSplit, load_split
+from halp.encoders import build_encoder
+from halp.errors import EvaluationError
+from halp.eval.classifier import Classifier, fit_classifier, label_subset
+from halp.eval.knn import knn_top1
+from halp.io import atomic_write_json, sha256_of
+from halp.methods import FINETUNE_LR, LINEAR_LR, preset_of
+from halp.runtime import provenance, resolve_device
 
 log = logging.getLogger(__name__)
-
-FINETUNE_LR = 0.01  # semi-supervised, fine-tuning and transfer (CMD's protocol)
-LINEAR_LR = {"cmd": 0.1, "halp_ntu": 0.005, "halp_pku": 0.001}
-
-
-class EvaluationError(ValueError):
-    """The checkpoint, the data or the configuration cannot be evaluated as asked."""
-
-
-class Classifier(nn.Module):
-    """A pretrained encoder's 2048-d feature followed by a new linear layer."""
-
-    def __init__(self, encoder: BiGRUEncoder, num_classes: int) -> None:
-        super().__init__()
-        encoder.projection = nn.Identity()  # the contrastive head is discarded
-        self.encoder = encoder
-        self.fc = nn.Linear(encoder.feature_dim, num_classes)
-        nn.init.normal_(self.fc.weight, mean=0.0, std=0.01)
-        nn.init.zeros_(self.fc.bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.encoder.features(x))
 
 
 # ------------------------------------------------------------------------ loading
@@ -71,13 +46,14 @@ def classifier_from_checkpoint(
     same architecture keeps its fresh random initialisation (the random-init control).
     """
     config = config_of(payload)
-    modalities = method_spec(config).modalities
+    preset = preset_of(config)
+    modalities = preset.modalities
     if modality not in modalities:
         raise EvaluationError(
             f"the checkpoint (method {config.method!r}) has the modalities {list(modalities)}; "
             f"there is no {modality!r} encoder in it"
         )
-    model = Classifier(build_encoder(config), num_classes)
+    model = Classifier(build_encoder(preset.encoder, config), num_classes)
     if not pretrained:
         return model
     prefix = f"branches.{modality}.encoder_q."
@@ -96,163 +72,6 @@ def classifier_from_checkpoint(
             f"{sorted(unexpected)}; only the classifier (fc.weight, fc.bias) may be missing"
         )
     return model
-
-
-def label_subset(labels: np.ndarray, fraction: float, sampler: str, seed: int) -> np.ndarray:
-    """Sorted indices of the labelled subset for semi-supervised training.
-
-    ``random``: ``round(fraction * N)`` samples drawn without replacement, seeded (the
-    reference draws unseeded and not class-balanced). ``per_class``: ``round(fraction *
-    N_c)`` of every class, at least one, so every class is represented.
-    """
-    if not 0.0 < fraction <= 1.0:
-        raise EvaluationError(f"config key 'label_fraction': {fraction} is not in (0, 1]")
-    rng = np.random.default_rng(seed)
-    n = len(labels)
-    if fraction == 1.0:
-        return np.arange(n)
-    if sampler == "random":
-        count = round(fraction * n)
-        if count == 0:
-            raise EvaluationError(
-                f"label_fraction {fraction:g} of {n} training samples is 0 samples; "
-                "use a larger fraction or a larger dataset"
-            )
-        return np.sort(rng.choice(n, size=count, replace=False))
-    chosen = []
-    for cls in np.unique(labels):
-        members = np.flatnonzero(labels == cls)
-        take = max(1, round(fraction * len(members)))
-        chosen.append(rng.choice(members, size=take, replace=False))
-    return np.sort(np.concatenate(chosen))
-
-
-# ------------------------------------------------------------------------ fitting
-
-
-@torch.no_grad()
-def accuracy(
-    model: nn.Module, dataset: Dataset, device: torch.device, batch_size: int = 256
-) -> float:
-    """Top-1 accuracy (percent) on ``dataset`` in eval mode."""
-    was_training = model.training
-    model.eval()
-    correct = total = 0
-    for clips, labels in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        pred = model(clips.to(device)).argmax(dim=1).cpu()
-        correct += int((pred == labels).sum())
-        total += len(labels)
-    model.train(was_training)
-    return 100.0 * correct / max(total, 1)
-
-
-def fit_classifier(
-    model: Classifier,
-    train: Dataset,
-    test: Dataset,
-    config: EvalConfig,
-    lr: float,
-    freeze: bool,
-    device: torch.device,
-    seed: int,
-) -> dict[str, Any]:
-    """Train ``model`` on ``train``; test accuracy every ``eval_every`` epochs and at the end.
-
-    ``freeze=True``: the encoder is frozen and kept in eval mode (BatchNorm statistics
-    do not move); only ``model.fc`` learns, and afterwards every encoder tensor must be
-    bit-identical to what was loaded. ``freeze=False``: everything trains, in train mode.
-    Returns the final test accuracy (the headline), the best test accuracy over the
-    evaluations (``best_on_test``, the reference's selection on the test set) and the
-    history.
-    """
-    model.to(device)
-    if freeze:
-        for p in model.encoder.parameters():
-            p.requires_grad_(False)
-        before = {k: v.detach().clone() for k, v in model.encoder.state_dict().items()}
-    params = [p for p in model.parameters() if p.requires_grad]
-    if freeze and len(params) != 2:
-        raise EvaluationError(f"a linear probe trains 2 tensors (fc), found {len(params)}")
-    optimizer = torch.optim.SGD(
-        params, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
-    history: list[dict[str, float]] = []
-    for epoch in range(config.epochs):
-        epoch_lr = lr * config.lr_gamma ** sum(epoch >= s for s in config.lr_steps)
-        for group in optimizer.param_groups:
-            group["lr"] = epoch_lr
-        model.encoder.train(not freeze)
-        model.fc.train()
-        loader = make_loader(
-            train,
-            config.batch_size,
-            shuffle=True,
-            seed=seed,
-            epoch=epoch,
-            num_workers=config.workers,
-            pin_memory=device.type == "cuda",
-        )
-        losses = []
-        for clips, labels in loader:
-            loss = F.cross_entropy(model(clips.to(device)), labels.to(device))
-            if not torch.isfinite(loss):
-                raise EvaluationError(
-                    f"the loss became {float(loss.detach())} at epoch {epoch}; lower the lr"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
-        if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
-            history.append(
-                {
-                    "epoch": epoch,
-                    "lr": epoch_lr,
-                    "train_loss": float(np.mean(losses)),
-                    "test_top1": accuracy(model, test, device),
-                }
-            )
-            log.info("epoch %d: %s", epoch, history[-1])
-    if freeze:
-        after = model.encoder.state_dict()
-        moved = [k for k, v in before.items() if not torch.equal(v, after[k])]
-        if moved:
-            raise EvaluationError(f"the linear probe changed frozen encoder tensors: {moved}")
-    return {
-        "top1": history[-1]["test_top1"],
-        "best_on_test": max(h["test_top1"] for h in history),
-        "history": history,
-    }
-
-
-# ------------------------------------------------------------------------ provenance
-
-
-def git_commit() -> dict[str, Any]:
-    """The commit of the source tree the package runs from, and whether it is modified."""
-    here = str(Path(__file__).resolve().parent)
-
-    def git(*args: str) -> str:
-        run = subprocess.run(
-            ["git", "-C", here, *args], capture_output=True, text=True, check=True, timeout=10
-        )
-        return run.stdout.strip()
-
-    try:
-        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": "unknown", "dirty": None}
-
-
-def provenance(device: torch.device) -> dict[str, Any]:
-    return {
-        **git_commit(),
-        "halp_version": __version__,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "device": str(device),
-    }
 
 
 # ------------------------------------------------------------------------ protocols
@@ -277,6 +96,7 @@ def _splits(config: EvalConfig) -> tuple[SkeletonSplit, SkeletonSplit, int]:
 
 
 def linear_lr(config: EvalConfig, dataset: str) -> float:
+    """The learning rate of a protocol: ``lr`` if set, else the preset's for ``dataset``."""
     if config.lr is not None:
         return config.lr
     if config.protocol != "linear":
@@ -293,7 +113,7 @@ def evaluate(config: EvalConfig, out: Path) -> dict[str, Any]:
     checkpoint = Path(config.checkpoint)
     payload = load_checkpoint(checkpoint)
     pre = config_of(payload)
-    modality = config.modality or method_spec(pre).modalities[0]
+    modality = config.modality or preset_of(pre).modalities[0]
     train, test, num_classes = _splits(config)
     dataset, benchmark = train.index.dataset, train.index.benchmark
     pretrained_on = payload.get("data", {}).get("dataset")
@@ -305,23 +125,25 @@ def evaluate(config: EvalConfig, out: Path) -> dict[str, Any]:
     if config.protocol == "semi" and config.label_fraction >= 1.0:
         raise EvaluationError("config key 'label_fraction': semi needs a fraction below 1")
     device = resolve_device(config.device)
-    kwargs = {"modality": modality, "out_frames": config.frames}
-    test_ds = ClassificationDataset(test, train=False, seed=config.seed, **kwargs)
+    frames = config.frames
+    test_ds = ClassificationDataset(
+        test, modality, train=False, out_frames=frames, seed=config.seed
+    )
     if config.protocol == "knn":
         torch.manual_seed(config.seed)
         model = classifier_from_checkpoint(payload, modality, num_classes, pretrained)
         model.to(device)
-        gallery = ClassificationDataset(train, train=False, seed=config.seed, **kwargs)
-        g, gl = extract_features(model.encoder, gallery, device=device)
-        f, fl = extract_features(model.encoder, test_ds, device=device)
-        metrics: dict[str, Any] = {"top1": knn_accuracy(g, gl, f, fl, k=config.k), "k": config.k}
+        top1 = knn_top1(
+            model.encoder, train, test, modality, config.frames, config.seed, config.k, device
+        )
+        metrics: dict[str, Any] = {"top1": top1, "k": config.k}
     else:
         lr = linear_lr(config, dataset)
         runs = []
         for repeat in range(config.repeats):
             seed = config.seed + repeat
             train_ds: Dataset = ClassificationDataset(
-                train, train=True, scale=config.scale, seed=seed, **kwargs
+                train, modality, train=True, scale=config.scale, out_frames=frames, seed=seed
             )
             subset = label_subset(train.index.labels, config.label_fraction, config.sampler, seed)
             if len(subset) < len(train):
@@ -332,10 +154,10 @@ def evaluate(config: EvalConfig, out: Path) -> dict[str, Any]:
                 model, train_ds, test_ds, config, lr, config.protocol == "linear", device, seed
             )
             runs.append({"seed": seed, "labelled": len(subset), **result})
-        top1 = [r["top1"] for r in runs]
+        finals = [r["top1"] for r in runs]
         metrics = {
-            "top1": float(np.mean(top1)),
-            "top1_std": float(np.std(top1)),
+            "top1": float(np.mean(finals)),
+            "top1_std": float(np.std(finals)),
             "best_on_test": float(np.mean([r["best_on_test"] for r in runs])),
             "lr": lr,
             "runs": runs,

@@ -1,11 +1,11 @@
 """The embedded default run: synthetic raw data through every stage built so far.
 
-``halp smoke`` writes NTU and PKU-MMD II raw files with ``halp.synthetic``, prepares
+``halp smoke`` writes NTU and PKU-MMD II raw files with ``halp.data.synthetic``, prepares
 NTU-60, NTU-120 and PKU-II from them exactly as real data is prepared, draws one
 pretraining batch and one classification batch from each benchmark through the
 training loaders, and pretrains every method preset (baseline, HaLP, CMD, HaLP+CMD)
-on NTU-60 x-sub with the tiny configuration ``config/smoke_pretrain.yaml`` (embedded
-here too, so an installed package needs no repository). It needs no download and
+on NTU-60 x-sub with the tiny configuration ``builtin:smoke`` (package data, so an
+installed package needs no repository). It needs no download and
 runs on a laptop CPU in about a minute.
 """
 
@@ -18,36 +18,23 @@ from typing import Any
 
 import torch
 
-from halp import prepare, synthetic
-from halp.config import PretrainConfig, from_dict
-from halp.dataset import ClassificationDataset, PretrainDataset, make_loader
+from halp.config import PretrainConfig, load_config
+from halp.data import prepare, synthetic
+from halp.data.loaders import ClassificationDataset, PretrainDataset, make_loader
+from halp.data.storage import load_split
+from halp.io import atomic_write_json
 from halp.methods import PRESETS
-from halp.storage import atomic_write_json, load_split
+from halp.train import pretrain
 
 log = logging.getLogger(__name__)
 
-# the tiny pretraining configuration, identical to config/smoke_pretrain.yaml
-SMOKE_PRETRAIN: dict[str, Any] = {
-    "method": "halp",
-    "seed": 0,
-    "device": "cpu",
-    "encoder": {"hidden_size": 16, "num_layers": 2, "proj_hidden": 32, "out_dim": 16},
-    "data": {"root": "runs/smoke/data/ntu60/xsub", "frames": 16, "workers": 0},
-    "moco": {"queue_size": 64},
-    "halp": {"num_prototypes": 4, "top_k": 32, "refresh_every": 2, "num_positives": 8,
-             "mu_start_epoch": 1},
-    "cmd": {"topk": 32},
-    "optim": {"batch_size": 8, "epochs": 3, "lr_steps": [2]},
-    "log": {"wandb": "disabled", "knn_every": 1, "save_every": 0, "progress": False},
-}  # fmt: skip
+SMOKE_CONFIG = "builtin:smoke"
+"""The tiny pretraining configuration, shipped as package data (:mod:`halp.resources`)."""
 
 
 def smoke_pretrain_config(data_root: Path, method: str) -> PretrainConfig:
     """The tiny configuration for ``method`` on the benchmark folder ``data_root``."""
-    config = from_dict(PretrainConfig, SMOKE_PRETRAIN)
-    config.method = method
-    config.data.root = str(data_root)
-    return config
+    return load_config(PretrainConfig, SMOKE_CONFIG, [f"method={method}", f"data.root={data_root}"])
 
 
 def _first_batch_shapes(root: Path, seed: int) -> dict[str, Any]:
@@ -89,8 +76,6 @@ def run_smoke(out: Path, workers: int = 1, seed: int = 0) -> dict[str, Any]:
                 f"{dataset} {bench}: train {shapes['train']}, test {shapes['test']}, "
                 f"pretrain views {shapes['pretrain_batch']['joint']} x 3 modalities"
             )
-    from halp.train import pretrain
-
     report["pretrain"] = {}
     for method in PRESETS:
         run = out / "runs" / f"ntu60_xsub_{method}"

@@ -18,125 +18,41 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from halp import __version__
-from halp.config import HalpConfig, OptimConfig, PretrainConfig, from_dict, to_dict
-from halp.dataset import ClassificationDataset, PretrainDataset, make_loader
-from halp.errors import TrainingDiverged
-from halp.knn import extract_features, knn_accuracy
-from halp.methods import MethodSpec, PretrainModel
-from halp.storage import atomic_write_text, load_split
+from halp.checkpoint import (
+    CHECKPOINT,
+    CHECKPOINT_FORMAT,
+    FINAL,
+    RESUMABLE_CHANGES,
+    config_changes,
+    load_checkpoint,
+    publish_final,
+    save_checkpoint,
+)
+from halp.config import OptimConfig, PretrainConfig, to_dict
+from halp.data.loaders import PretrainDataset, make_loader
+from halp.data.storage import load_split
+from halp.errors import CheckpointError, ConfigError, TrainingDiverged
+from halp.eval.knn import knn_top1
+from halp.io import atomic_write_text
+from halp.model import PretrainModel
+from halp.runtime import setup_process
+from halp.schedules import step_lr
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint.pt"
-FINAL = "final.pt"  # the last epoch's checkpoint, written only when training completes
-CHECKPOINT_FORMAT = "halp-pretrain/1"
-# keys that may change between a run and its resumption
-RESUMABLE_CHANGES = ("optim.epochs", "log.", "data.workers", "data.root", "device")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, not ours, or does not match the configuration."""
-
-
-# ---------------------------------------------------------------------- schedules
-
 
 def lr_at(optim: OptimConfig, epoch: int) -> float:
-    """Step schedule: ``lr * gamma^(number of steps <= epoch)`` (epochs count from 0)."""
-    return optim.lr * optim.lr_gamma ** sum(epoch >= s for s in optim.lr_steps)
-
-
-def mu_at(halp: HalpConfig, spec: MethodSpec, epoch: int) -> float:
-    """The weight of L_HaLP: 0 before ``mu_start_epoch`` (paper: 200), ``mu`` after."""
-    return halp.mu if spec.halp and epoch >= halp.mu_start_epoch else 0.0
-
-
-# ---------------------------------------------------------------------- distributed
-
-
-@dataclass(frozen=True)
-class Process:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def setup_process(device_name: str) -> tuple[Process, torch.device]:
-    """Join the process group when started by ``torchrun`` (WORLD_SIZE > 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return Process(), resolve_device(device_name)
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_name, local)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    return Process(rank, world, local), device
-
-
-# ---------------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """``torch.save`` through a temporary file and an atomic rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load one of our checkpoints with ``weights_only=True``; clear errors otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many kinds here
-        raise CheckpointError(f"{path}: not a loadable checkpoint ({err})") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"{path}: not a halp pretraining checkpoint (format {CHECKPOINT_FORMAT!r} expected)"
-        )
-    return payload
-
-
-def config_of(payload: dict[str, Any]) -> PretrainConfig:
-    """The resolved configuration stored in a checkpoint."""
-    return from_dict(PretrainConfig, payload["config"])
-
-
-def _config_changes(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
-    changed = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            changed += _config_changes(a, b, f"{prefix}{key}.")
-        elif a != b:
-            changed.append(f"{prefix}{key}")
-    return changed
+    """The pretraining learning rate of ``epoch`` (paper: 0.01, x0.1 at epoch 351)."""
+    return step_lr(optim.lr, optim.lr_gamma, optim.lr_steps, epoch)
 
 
 # ---------------------------------------------------------------------- metrics
@@ -156,6 +72,7 @@ class MetricsLog:
                     self.rows.append(row)
 
     def append(self, row: dict[str, Any]) -> None:
+        """Add one epoch's row and rewrite both files atomically."""
         self.rows.append(row)
         atomic_write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in self.rows))
         columns: list[str] = []
@@ -198,12 +115,7 @@ def _knn(
 ) -> float:
     modality = model.modalities[0]
     encoder = model.query_encoder(modality)
-    kwargs = {"modality": modality, "train": False, "out_frames": config.data.frames}
-    gallery = ClassificationDataset(train, **kwargs, seed=config.seed)
-    queries = ClassificationDataset(test, **kwargs, seed=config.seed)
-    g, gl = extract_features(encoder, gallery, device=device)
-    f, fl = extract_features(encoder, queries, device=device)
-    return knn_accuracy(g, gl, f, fl, k=1)
+    return knn_top1(encoder, train, test, modality, config.data.frames, config.seed, 1, device)
 
 
 def pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]:
@@ -211,18 +123,17 @@ def pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False) -> dic
     run_dir = Path(run_dir)
     proc, device = setup_process(config.device)
     if config.optim.batch_size % proc.world_size:
-        raise ValueError(
+        raise ConfigError(
             f"config key 'optim.batch_size': {config.optim.batch_size} is not divisible by "
             f"the {proc.world_size} processes"
         )
     torch.manual_seed(config.seed)
     model = PretrainModel(config).to(device)
-    spec = model.spec
     train_split = load_split(Path(config.data.root), "train")
     test_split = load_split(Path(config.data.root), "test") if config.log.knn_every else None
     dataset = PretrainDataset(
         train_split,
-        modality=list(spec.modalities),
+        modality=list(model.modalities),
         augmentation=config.data.augmentation,
         scale=config.data.scale,
         out_frames=config.data.frames,
@@ -230,9 +141,14 @@ def pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False) -> dic
     )
     per_rank = config.optim.batch_size // proc.world_size
     if len(dataset) // config.optim.batch_size == 0:
-        raise ValueError(
+        raise ConfigError(
             f"{config.data.root}: {len(dataset)} training samples is less than one batch of "
             f"{config.optim.batch_size} (config key 'optim.batch_size')"
+        )
+    if config.optim.batch_size > config.moco.queue_size:
+        raise ConfigError(
+            f"config key 'optim.batch_size': {config.optim.batch_size} is more than "
+            f"moco.queue_size ({config.moco.queue_size}); every step's keys enter the queue"
         )
     params = [p for p in model.parameters() if p.requires_grad]
     o = config.optim
@@ -244,7 +160,7 @@ def pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False) -> dic
         payload = load_checkpoint(ckpt_path)
         changes = [
             k
-            for k in _config_changes(payload["config"], to_dict(config))
+            for k in config_changes(payload["config"], to_dict(config))
             if not k.startswith(RESUMABLE_CHANGES)
         ]
         if changes:
@@ -277,11 +193,11 @@ def pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False) -> dic
     step_counter = start_epoch * (len(dataset) // config.optim.batch_size)
     for epoch in range(start_epoch, config.optim.epochs):
         started = time.perf_counter()
-        lr, mu = lr_at(o, epoch), mu_at(config.halp, spec, epoch)
+        lr = lr_at(o, epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
         if proc.world_size > 1:
-            sampler = DistributedSampler(
+            sampler: DistributedSampler = DistributedSampler(
                 dataset,
                 proc.world_size,
                 proc.rank,
@@ -321,11 +237,8 @@ def pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False) -> dic
         for step, (views_q, views_k, _) in enumerate(bar):
             views_q = {m: v.to(device, non_blocking=True) for m, v in views_q.items()}
             views_k = {m: v.to(device, non_blocking=True) for m, v in views_k.items()}
-            if mu > 0:
-                ready = all(bool(b.prototypes_ready) for b in model.branches.values())
-                if step_counter % config.halp.refresh_every == 0 or not ready:
-                    model.refresh_prototypes(generator)
-            out = net(views_q, views_k, mu, generator)
+            model.prepare_step(epoch, step_counter, generator)
+            out = net(views_q, views_k, epoch, generator, step_counter)
             if not torch.isfinite(out.loss):
                 kept = (
                     f"the last good checkpoint {ckpt_path} is kept"
@@ -345,7 +258,7 @@ def pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False) -> dic
                 sums[key] = sums.get(key, 0.0) + value
                 counts[key] = counts.get(key, 0) + 1
             bar.set_postfix(loss=f"{out.terms['loss']:.3f}")
-        row = {"epoch": epoch, "lr": lr, "mu": mu}
+        row = {"epoch": epoch, "lr": lr, **model.logged_weights(epoch)}
         row.update({k: sums[k] / counts[k] for k in sorted(sums)})
         last = epoch + 1 == config.optim.epochs
         if (
@@ -390,21 +303,7 @@ def pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False) -> dic
                 ),
             )
     if proc.is_main:
-        _publish_final(run_dir)
+        publish_final(run_dir)
     if wandb_run is not None:
         wandb_run.finish()
     return row
-
-
-def _publish_final(run_dir: Path) -> None:
-    """Expose the finished run as ``final.pt`` (a hard link, or a copy across devices)."""
-    tmp = run_dir / f".{FINAL}.partial"
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(run_dir / CHECKPOINT, tmp)
-    except OSError:
-        import shutil
-
-        shutil.copyfile(run_dir / CHECKPOINT, tmp)
-    os.utime(tmp)  # the run completed now (a link would keep the checkpoint's time)
-    os.replace(tmp, run_dir / FINAL)

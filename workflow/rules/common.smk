@@ -73,7 +73,8 @@ def raw_args(wildcards):
 def pretrain_args(wildcards):
     method, extra = variant_spec(wildcards.variant)
     cfg = config["pretrain"]
-    return set_args(
+    base = f"--config {shlex.quote(cfg['config'])} " if cfg.get("config") else ""
+    return base + set_args(
         cfg["set"],
         cfg["per_dataset"].get(wildcards.dataset, {}),
         extra,

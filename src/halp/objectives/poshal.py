@@ -1,4 +1,4 @@
-"""Positive hallucination (PosHal) and the HaLP loss (paper §3, Eq. 7-8; REFERENCE.md §1).
+"""Positive hallucination (PosHal) and the HaLP loss (paper Sec. 3.2-3.6, Eq. 3-8).
 
 For every anchor key k (the KEY of MoCo, never the query) and each of its Ng positives:
 
@@ -228,7 +228,7 @@ def sample_tc(
         lam: λ in [0, 1] (0.8 in the paper).
         generator: source of the draws (unused for ``"fixed"``).
         mode:
-            * ``"paper"``: t_c ~ U(0, λ t*) (paper §3); mean t_c / t* = λ / 2, so a larger
+            * ``"paper"``: t_c ~ U(0, λ t*) (paper Sec. 3.4); mean t_c / t* = λ / 2, so a larger
               λ gives harder positives (further from k).
             * ``"reference"``: t_c = (1 - u) t*, u ~ U(0, λ), i.e. t_c ~ U((1 - λ) t*, t*):
               the authors' code; here a larger λ gives easier positives.
@@ -255,8 +255,10 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """Spherical linear interpolation from a (t = 0) to b (t = 1), step 5.
 
     Args:
-        a: (..., D) unit vectors; b: (..., D) unit vectors; t: (...) steps (any real t
-            works: t < 0 extrapolates away from b). Shapes broadcast.
+        a: (..., D) unit vectors, the start.
+        b: (..., D) unit vectors, the end.
+        t: (...) steps (any real t works: t < 0 extrapolates away from b). Shapes
+            broadcast.
 
     Returns:
         (..., D) unit vectors [sin((1-t)Ω) a + sin(tΩ) b] / sin Ω, L2-normalised (the
@@ -331,7 +333,7 @@ def hallucinate(
     tc_sampling: TcSampling = "paper",
     t_star_mode: TStarMode = "paper",
 ) -> Hallucination:
-    """PosHal (REFERENCE.md §1 steps 2-6): Ng positives per anchor and their rank-filter mask.
+    """PosHal (paper Sec. 3.3-3.4, Algorithm 1): Ng positives per anchor and their rank-filter mask.
 
     Args:
         anchor: (B, D) anchor keys (normalised here; any gradient is dropped).

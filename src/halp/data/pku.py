@@ -1,4 +1,4 @@
-"""PKU-MMD phase II: skeleton, label and split files, and instance cutting (REFERENCE.md §3).
+"""PKU-MMD phase II: skeleton, label and split files, and instance cutting (Liu et al. 2020).
 
 Layout of the raw folder::
 
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from halp.data.skeleton import NUM_JOINTS, NUM_PERSONS
 from halp.errors import RawFormatError
-from halp.skeleton import NUM_JOINTS, NUM_PERSONS
 
 NUM_CLASSES = 51  # the reference's output size (phase II uses a subset of the ids)
 BENCHMARKS = {"xsub": "cross_subject_v2.txt", "xview": "cross_view_v2.txt"}
@@ -39,10 +39,12 @@ class Instance:
 
     @property
     def name(self) -> str:
+        """The sample name, ``<video>_<row>`` with the 0-based label row."""
         return f"{self.video}_{self.row}"
 
     @property
     def frames(self) -> int:
+        """Frames of the instance, ``end - start``."""
         return self.end - self.start
 
 

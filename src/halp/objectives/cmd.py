@@ -1,4 +1,10 @@
-"""Cross-modal mutual distillation (CMD, Mao et al. 2022; REFERENCE.md §4)."""
+"""Cross-modal mutual distillation (CMD, Mao et al., ECCV 2022), as HaLP+CMD uses it (Sec. 4.3).
+
+For every ordered pair of modalities (A, B), A's key is a teacher: its similarities to
+A's queue, restricted to the ``topk`` nearest entries and softened at the teacher
+temperature; B's query is the student over the same queue slots. L_CMD sums
+KL(teacher || student) over the pairs.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,11 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from halp.config import PretrainConfig
+from halp.errors import ConfigError
+from halp.objectives import register_objective
+from halp.objectives.base import Embeddings, Objective, StepContext
 
 
 @torch.no_grad()
@@ -21,8 +32,11 @@ def teacher(k: Tensor, queue: Tensor, topk: int, temperature: float) -> tuple[Te
 
 
 def student_kl(q: Tensor, queue: Tensor, target: Tensor, idx: Tensor, temperature: float) -> Tensor:
-    """KL(target || student), batch mean; the student is the log-softmax at ``temperature``
-    of ``q``'s similarities to its own queue at the teacher's indices ``idx``."""
+    """KL(target || student), batch mean.
+
+    The student is the log-softmax at ``temperature`` of ``q``'s similarities to its own
+    queue at the teacher's indices ``idx``.
+    """
     sim = (q @ queue.T).gather(1, idx)  # (B, k)
     return F.kl_div(F.log_softmax(sim / temperature, dim=1), target, reduction="batchmean")
 
@@ -67,3 +81,34 @@ def cmd_loss(
             if b != a:
                 total = total + student_kl(q[b], queues[b], target, idx, student_temperature)
     return total
+
+
+class CrossModalDistillation(Objective):
+    """L_CMD over the step's modalities (at least two); logs ``loss_cmd``."""
+
+    def __init__(self, topk: int, teacher_temperature: float, student_temperature: float) -> None:
+        super().__init__()
+        self.topk = topk
+        self.teacher_temperature = teacher_temperature
+        self.student_temperature = student_temperature
+
+    def loss(self, emb: Embeddings, ctx: StepContext) -> Tensor:
+        """L_CMD of this step."""
+        value = cmd_loss(
+            emb.queries,
+            emb.keys,
+            emb.negatives,
+            self.topk,
+            self.teacher_temperature,
+            self.student_temperature,
+        )
+        ctx.terms["loss_cmd"] = float(value.detach())
+        return value
+
+
+@register_objective("cmd")
+def _cmd(config: PretrainConfig, modalities: tuple[str, ...], dim: int) -> Objective:
+    if len(modalities) < 2:
+        raise ConfigError("config key 'modalities': CMD needs at least two modalities")
+    c = config.cmd
+    return CrossModalDistillation(c.topk, c.teacher_temperature, c.student_temperature)

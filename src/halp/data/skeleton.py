@@ -1,4 +1,4 @@
-"""The Kinect v2 skeleton layout and the 2s-AGCN normalisation recipe (REFERENCE.md §3).
+"""The Kinect v2 skeleton layout and the 2s-AGCN normalisation recipe (paper Sec. 4.1).
 
 Everything about joints and bones is defined here exactly once. Arrays follow the
 (C, T, V, M) convention of the field: C = 3 coordinates, T frames, V = 25 joints,
@@ -30,7 +30,7 @@ JOINT_NAMES: tuple[str, ...] = (
     "right_thumb",
 )  # fmt: skip
 
-# (child, parent) pairs, 1-based as in REFERENCE.md §3; (21, 21) gives a zero bone.
+# (child, parent) pairs, 1-based as in the NTU RGB+D joint numbering; (21, 21) gives a zero bone.
 _BONES_1BASED = (
     (1, 2), (2, 21), (3, 21), (4, 3), (5, 21), (6, 5), (7, 6), (8, 7), (9, 21), (10, 9),
     (11, 10), (12, 11), (13, 1), (14, 13), (15, 14), (16, 15), (17, 1), (18, 17), (19, 18),
@@ -46,6 +46,7 @@ def select_bodies(slots: np.ndarray, num_persons: int = NUM_PERSONS) -> np.ndarr
     Args:
         slots: (S, T, V, 3) joints per body slot in order of appearance; all-zero
             rows mark frames where the slot holds no body.
+        num_persons: How many persons to keep (2).
 
     Returns:
         (num_persons, T, V, 3) array; missing persons are zero.
@@ -124,10 +125,10 @@ def normalize(skeleton: np.ndarray, compaction: str = "all") -> np.ndarray:
     Args:
         skeleton: (M, T, V, 3) persons x frames x joints x xyz; all-zero frames are
             missing. Not modified. T is the padded length (300 for NTU).
-        compaction: ``"all"`` (default, REFERENCE.md §3) moves every valid frame of a
-            person to the front before loop padding. ``"leading"`` is the 2s-AGCN
-            code's behaviour: it compacts only when frame 0 is empty, so gaps inside a
-            sequence stay and are repeated by the padding.
+        compaction: ``"all"`` (default, the recipe as documented in the README) moves
+            every valid frame of a person to the front before loop padding.
+            ``"leading"`` is the 2s-AGCN code's behaviour: it compacts only when frame 0
+            is empty, so gaps inside a sequence stay and are repeated by the padding.
 
     Returns:
         A new float32 (M, T, V, 3) array where, per person, the valid frames are

@@ -1,8 +1,8 @@
 """A small synthetic dataset written in the real raw formats of NTU RGB+D and PKU-MMD II.
 
 It is the embedded default dataset of smoke runs and tests, so that nothing needs the real
-data. Files are byte-compatible with the originals (REFERENCE.md §3): NTU ``.skeleton``
-files with CRLF endings, PKU-MMD phase II skeleton/label/split files.
+data. Files are byte-compatible with the originals (the datasets' published formats):
+NTU ``.skeleton`` files with CRLF endings, PKU-MMD phase II skeleton/label/split files.
 
 Motion model: a 25-joint Kinect v2 rest pose is animated by forward kinematics. Each class
 owns a fixed set of sinusoidal joint rotations (which limbs move, their mean posture,
@@ -20,8 +20,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from halp.errors import UsageError
 
 FPS = 30.0
 NOISE_M = 0.01  # Gaussian joint noise, metres
@@ -244,20 +247,22 @@ def _ntu_setups(cls: int, per_class: int, seed: int, max_setup: int) -> Iterator
         setup, camera = (j + s0) % max_setup + 1, (j + c0) % 3 + 1
         train = (True, False, True, True, False)[(j + p0) % 5]
         for attempt in range(10_000):
-            pool = NTU_TRAIN_PERFORMERS if train else NTU_TEST_PERFORMERS
+            pool: tuple[int, ...] = NTU_TRAIN_PERFORMERS if train else NTU_TEST_PERFORMERS
             pool = pool[: 6 if train else 4] if attempt < 20 else pool
             key = (setup, camera, int(rng.choice(pool)), int(rng.integers(1, 3)))
             if key not in taken:
                 break
         else:
-            raise ValueError(f"per_class={per_class} is too large for unique NTU names")
+            raise UsageError(f"per_class={per_class} is too large for unique NTU names")
         taken.add(key)
         yield key
 
 
 def lost_joints_of(cls: int, index: int, lost_joints: int, seed: int = 0) -> np.ndarray:
-    """The sorted joints that sample ``index`` of class ``cls`` loses: a uniform number in
-    ``0..lost_joints`` of the joints other than spine base, spine middle and shoulders.
+    """The sorted joints that sample ``index`` of class ``cls`` loses.
+
+    A uniform number in ``0..lost_joints`` of the joints other than spine base, spine
+    middle and shoulders.
 
     Drawn from a generator of its own, so ``lost_joints=0`` changes no other draw.
     """
@@ -285,9 +290,9 @@ def synth_ntu(
     The default 0 writes exactly the files it wrote before the option existed.
     """
     if not 1 <= classes <= 120 or per_class < 1 or not 2 <= max_setup <= 32:
-        raise ValueError("need 1 <= classes <= 120, per_class >= 1, 2 <= max_setup <= 32")
+        raise UsageError("need 1 <= classes <= 120, per_class >= 1, 2 <= max_setup <= 32")
     if not 0 <= lost_joints <= len(_LOSABLE):
-        raise ValueError(f"need 0 <= lost_joints <= {len(_LOSABLE)}, got {lost_joints}")
+        raise UsageError(f"need 0 <= lost_joints <= {len(_LOSABLE)}, got {lost_joints}")
     folder = Path(out) / "nturgb+d_skeletons"
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -349,7 +354,7 @@ def synth_pku(
     view L). Returns ``{"skeleton": [...], "label": [...], "split": [xsub, xview]}``.
     """
     if not 1 <= classes <= 51 or per_class < 1:
-        raise ValueError("need 1 <= classes <= 51 (PKU-MMD's action ids) and per_class >= 1")
+        raise UsageError("need 1 <= classes <= 51 (PKU-MMD's action ids) and per_class >= 1")
     out = Path(out)
     (out / "skeleton").mkdir(parents=True, exist_ok=True)
     (out / "label").mkdir(parents=True, exist_ok=True)
@@ -359,8 +364,9 @@ def synth_pku(
     for video, members in layout.items():
         a, n, v = int(video[1:3]), int(video[4:6]), video[-1]
         rng = np.random.default_rng([seed, 5, a, n, ord(v)])
-        kw = dict(scale=subject_scale(100 + a, seed), position=_random_position(rng), rng=rng,
-                  camera=camera_rotation(PKU_VIEW_YAW_DEG[v], rng))  # fmt: skip
+        kw: dict[str, Any] = dict(scale=subject_scale(100 + a, seed), rng=rng,
+                                  position=_random_position(rng),
+                                  camera=camera_rotation(PKU_VIEW_YAW_DEG[v], rng))  # fmt: skip
         parts = [render((IDLE,), int(rng.integers(10, 31)), **kw)]
         rows = []
         for cls in members:

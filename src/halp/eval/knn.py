@@ -1,4 +1,4 @@
-"""k-nearest-neighbour evaluation on frozen features (REFERENCE.md §5).
+"""k-nearest-neighbour evaluation on frozen features (paper Sec. 4.2, Table 2).
 
 Features are the encoder's 2048-d pre-projection output, L2-normalised; similarity is
 cosine; the training split is the gallery. Batched in torch so NTU-120 sizes fit.
@@ -10,6 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
+
+from halp.data.loaders import ClassificationDataset
+from halp.data.storage import SkeletonSplit
+from halp.errors import EvaluationError
 
 
 @torch.no_grad()
@@ -51,7 +55,9 @@ def knn_predict(
     ``KNeighborsClassifier`` (uniform weights) does.
     """
     if k < 1 or k > len(gallery):
-        raise ValueError(f"k must be in 1..{len(gallery)} (the gallery size), got {k}")
+        raise EvaluationError(
+            f"config key 'k': k must be in 1..{len(gallery)} (the gallery size), got {k}"
+        )
     gallery = F.normalize(gallery.float(), dim=1)
     num_classes = int(gallery_labels.max()) + 1
     preds = []
@@ -70,3 +76,26 @@ def knn_accuracy(
     """Top-1 accuracy (percent) of ``knn_predict``."""
     preds = knn_predict(gallery, gallery_labels, queries, k)
     return float((preds == labels).float().mean() * 100)
+
+
+def knn_top1(
+    encoder: nn.Module,
+    train: SkeletonSplit,
+    test: SkeletonSplit,
+    modality: str,
+    frames: int,
+    seed: int,
+    k: int = 1,
+    device: torch.device | str = "cpu",
+) -> float:
+    """The kNN protocol end to end: train split as gallery, 95 % centre crops for both.
+
+    Used by ``halp evaluate knn`` and by the kNN monitor of pretraining alike.
+    """
+    gallery, queries = (
+        ClassificationDataset(split, modality, train=False, out_frames=frames, seed=seed)
+        for split in (train, test)
+    )
+    g, gl = extract_features(encoder, gallery, device=device)
+    f, fl = extract_features(encoder, queries, device=device)
+    return knn_accuracy(g, gl, f, fl, k=k)

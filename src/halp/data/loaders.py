@@ -1,4 +1,4 @@
-"""Torch datasets and loaders over a prepared split (REFERENCE.md §3, "Load time").
+"""Torch datasets and loaders over a prepared split (the README's "The training loader").
 
 ``PretrainDataset`` yields two independently augmented views of a sample;
 ``ClassificationDataset`` one clip and its label. Both read one sample per
@@ -15,23 +15,21 @@ therefore its current epoch (a persistent worker would keep the epoch it was sta
 with).
 
 **Modalities** are computed on the augmented 64-frame joint clip of each view, so joint,
-motion and bone share one augmentation draw (cmd_ref.md §2). The numpy functions here
-work on any leading batch shape; torch versions for in-model computation may be added
-next to them later. ``to_gru_input`` already accepts numpy arrays and torch tensors.
+motion and bone share one augmentation draw, as in CMD (:mod:`halp.data.modalities`).
 """
 
 from __future__ import annotations
 
 import mmap
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from halp.augment import (
+from halp.data.augment import (
     DEFAULT_FRAMES,
     MIN_CROP_LENGTH,
     AugmentationSpec,
@@ -40,57 +38,16 @@ from halp.augment import (
     center_crop_resize,
     temporal_crop_resize,
 )
-from halp.skeleton import BONE_CHILD, BONE_PARENT
-from halp.storage import DataFormatError, SkeletonSplit
-
-# --------------------------------------------------------------------------- modalities
-# Arrays are (..., C, T, V, M): time is axis -3, joints axis -2.
-
-
-def joint(x: np.ndarray) -> np.ndarray:
-    """The joint modality: the coordinates themselves."""
-    return x
-
-
-def motion(x: np.ndarray) -> np.ndarray:
-    """``motion[:, t] = x[:, t + 1] - x[:, t]``; the last frame is zero."""
-    out = np.zeros_like(x)
-    out[..., :-1, :, :] = x[..., 1:, :, :] - x[..., :-1, :, :]
-    return out
-
-
-def bone(x: np.ndarray) -> np.ndarray:
-    """``bone[:, :, v] = x[:, :, child(v)] - x[:, :, parent(v)]`` over ``skeleton``'s 25 pairs.
-
-    The (21, 21) pair (spine shoulder with itself) gives an all-zero channel.
-    """
-    return x[..., BONE_CHILD, :] - x[..., BONE_PARENT, :]
-
-
-MODALITIES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "joint": joint,
-    "motion": motion,
-    "bone": bone,
-}
-
-
-def to_gru_input(x: Any) -> Any:
-    """(..., C, T, V, M) -> (..., T, V * C * M), the BiGRU's per-frame feature vectors.
-
-    As the reference, (N, C, T, V, M) is permuted to (N, T, V, C, M) and flattened, so
-    the 150 features of a frame run joint-major, then xyz, then person (fastest): feature
-    ``v * C * M + c * M + m``. Works on numpy arrays and torch tensors alike.
-    """
-    *lead, c, t, v, m = x.shape
-    moved = x.movedim(-4, -2) if isinstance(x, torch.Tensor) else np.moveaxis(x, -4, -2)
-    return moved.reshape(*lead, t, v * c * m)
+from halp.data.modalities import MODALITIES
+from halp.data.storage import SkeletonSplit
+from halp.errors import DataFormatError, UsageError
 
 
 def _check_modalities(modality: str | Sequence[str]) -> tuple[str, ...]:
     names = (modality,) if isinstance(modality, str) else tuple(modality)
     unknown = [n for n in names if n not in MODALITIES]
     if unknown or not names:
-        raise ValueError(f"unknown modality {unknown or names}; known: {', '.join(MODALITIES)}")
+        raise UsageError(f"unknown modality {unknown or names}; known: {', '.join(MODALITIES)}")
     return names
 
 

@@ -1,4 +1,4 @@
-"""Raw datasets -> training arrays in our on-disk format (see ``halp.storage``).
+"""Raw datasets -> training arrays in our on-disk format (see ``halp.data.storage``).
 
 Each raw file is parsed and normalised on its own (per sample, vectorised) in a pool
 of worker processes, and streamed in name order into every benchmark part it belongs
@@ -23,14 +23,15 @@ from typing import Any, ClassVar
 import numpy as np
 from tqdm import tqdm
 
-from halp import __version__, ntu, pku
-from halp.errors import RawFormatError
-from halp.skeleton import MAX_FRAMES, NUM_COORDS, NUM_JOINTS, NUM_PERSONS, process_sample
-from halp.storage import PARTS, SplitWriter, atomic_write_json
+from halp import __version__
+from halp.data import ntu, pku
+from halp.data.skeleton import MAX_FRAMES, NUM_COORDS, NUM_JOINTS, NUM_PERSONS, process_sample
+from halp.data.storage import PARTS, SplitWriter
+from halp.errors import PrepareError, RawFormatError
+from halp.io import MANIFEST, write_manifest
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
 NTU_HELP = (
     "NTU RGB+D cannot be downloaded automatically: register at the ROSE Lab site "
     "(rose1.ntu.edu.sg/dataset/actionRecognition), download nturgb_d_skeletons.zip "
@@ -40,10 +41,6 @@ NTU_HELP = (
 
 
 SKIP_HINT = "  (pass --skip-bad to skip bad files and list them in manifest.json)"
-
-
-class PrepareError(RuntimeError):
-    """A problem with the inputs of a whole preparation (not a single file)."""
 
 
 # --------------------------------------------------------------------------- sources
@@ -63,6 +60,7 @@ def read_source(source: Source) -> bytes:
 
 
 def origin_of(source: Source) -> str:
+    """How a source is named in messages: its path, or ``archive!member``."""
     archive, member = source
     return member if archive is None else f"{archive}!{member}"
 
@@ -91,6 +89,8 @@ def find_files(raw: Path, suffix: str) -> dict[str, Source]:
 
 @dataclass
 class Sample:
+    """One prepared sample: its name, label, normalised array and true frame count."""
+
     name: str
     label: int
     frames: int
@@ -166,6 +166,7 @@ class Summary:
     extra: dict[str, Any]
 
     def lines(self) -> Iterable[str]:
+        """The summary printed by ``halp prepare``, one line per item."""
         for bench, parts in self.counts.items():
             yield f"{self.dataset} {bench}: " + ", ".join(f"{p} {n}" for p, n in parts.items())
         yield f"skipped {len(self.skipped)} bad file(s)" + (
@@ -242,7 +243,7 @@ def _stream(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **extra,
     }
-    atomic_write_json(out / MANIFEST, manifest)
+    write_manifest(out, manifest)
     return summary
 
 
@@ -423,6 +424,7 @@ def prepare_pku(
 
 
 def default_workers() -> int:
+    """The number of cores this process may use (at least 1)."""
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 
 
@@ -539,5 +541,5 @@ def import_cmd(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **extra,
     }
-    atomic_write_json(out / MANIFEST, manifest)
+    write_manifest(out, manifest)
     return Summary(dataset, out, {bench: counts}, [], [], extra)

@@ -1,6 +1,6 @@
 """Figures of pretraining and evaluation (``halp figures``), as PNG and PDF.
 
-Inputs (the names of :mod:`halp.tables`):
+Inputs (the names of :mod:`halp.report.tables`):
 
 - ``runs/{dataset}_{split}_{variant}/metrics.jsonl``: one JSON object per epoch, as
   ``halp pretrain`` writes it (``epoch``, ``loss``, ``loss_cl_<modality>``, ``knn_top1``
@@ -29,17 +29,18 @@ import argparse
 import json
 import logging
 import math
-import os
 import re
-import tempfile
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from halp import published as pub
-from halp.storage import atomic_write_text
-from halp.tables import EVAL_NAME, TablesError, read_result, variant_label
+from halp.errors import TablesError
+from halp.io import atomic_write_bytes, atomic_write_text
+from halp.methods import PRESETS, method_label
+from halp.report import published as pub
+from halp.report.naming import EVAL_NAME, variant_label
+from halp.report.results import read_result
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +61,9 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{number}: not valid JSON ({err})") from err
+            raise TablesError(f"{path}:{number}: not valid JSON ({err})") from err
         if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
-            raise ValueError(f"{path}:{number}: expected an object with an integer 'epoch'")
+            raise TablesError(f"{path}:{number}: expected an object with an integer 'epoch'")
         rows.append(row)
     return sorted(rows, key=lambda r: r["epoch"])
 
@@ -149,21 +150,6 @@ def _pyplot():
     return plt
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _save(fig, out_dir: Path, stem: str) -> list[Path]:
     """Write ``stem.png`` and ``stem.pdf`` atomically and close the figure."""
     import io
@@ -175,7 +161,7 @@ def _save(fig, out_dir: Path, stem: str) -> list[Path]:
         buffer = io.BytesIO()
         fig.savefig(buffer, format=ext, dpi=150, bbox_inches="tight", metadata=metadata[ext])
         path = out_dir / f"{stem}.{ext}"
-        _atomic_write_bytes(path, buffer.getvalue())
+        atomic_write_bytes(path, buffer.getvalue())
         written.append(path)
     plt.close(fig)
     return written
@@ -186,7 +172,7 @@ def _title(benchmark: str) -> str:
     return pub.benchmark_label(dataset, split) if split else benchmark
 
 
-_METHOD_COLOURS = {label: f"C{i}" for i, label in enumerate(pub.METHOD_LABELS.values())}
+_METHOD_COLOURS = {method_label(m): f"C{i}" for i, m in enumerate(PRESETS)}
 
 
 def _colours(labels: Any) -> dict[str, str]:
@@ -206,6 +192,7 @@ def _epoch_axis(*axes: Any) -> None:
 
 
 def figure_loss(benchmark: str, runs: dict[str, list[dict]], out_dir: Path) -> list[Path]:
+    """Each loss term over epochs, one line per method."""
     plt = _pyplot()
     colours = _colours(runs)
     fig, (ax_total, ax_cl) = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -223,6 +210,7 @@ def figure_loss(benchmark: str, runs: dict[str, list[dict]], out_dir: Path) -> l
 def figure_knn(
     benchmark: str, runs: dict[str, list[dict]], out_dir: Path, colours: dict[str, str]
 ) -> list[Path]:
+    """The kNN top-1 over epochs (the pretraining monitor), one line per method."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for label, rows in sorted(runs.items()):
@@ -237,6 +225,7 @@ def figure_knn(
 def figure_filter(
     benchmark: str, runs: dict[str, list[dict]], out_dir: Path, colours: dict[str, str]
 ) -> list[Path]:
+    """The rank filter's keep rate and the mean t* over epochs (HaLP runs)."""
     plt = _pyplot()
     fig, (ax_keep, ax_t) = plt.subplots(1, 2, figsize=(10, 3.6))
     for label, rows in sorted(runs.items()):
@@ -257,6 +246,7 @@ def figure_filter(
 def figure_semi(
     benchmark: str, series: dict[str, list[tuple[int, float, float]]], out_dir: Path
 ) -> list[Path]:
+    """Semi-supervised top-1 against the label fraction, with the spread of repeats."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     ticks: set[int] = set()
@@ -316,8 +306,10 @@ def build_figures(runs_dir: Path, results_dir: Path, out_dir: Path) -> list[Path
 
 
 def write_index(out_dir: Path, written: list[Path]) -> Path:
-    """``figures.md``: every PNG written, embedded, with a link to its PDF (always written,
-    so a workflow can depend on it even when no figure had input)."""
+    """Write ``figures.md``: every PNG written, embedded, with a link to its PDF.
+
+    Always written, so a workflow can depend on it even when no figure had input.
+    """
     lines = ["# Figures", ""]
     pngs = sorted(p for p in written if p.suffix == ".png")
     if not pngs:
@@ -328,15 +320,6 @@ def write_index(out_dir: Path, written: list[Path]) -> Path:
     index.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(index, "\n".join(lines).rstrip() + "\n")
     return index
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``halp figures`` options."""
-    parser.add_argument("--runs", type=Path, default=Path("runs"), help="folder of run folders")
-    parser.add_argument(
-        "--results", type=Path, default=Path("results"), help="folder of results JSONs"
-    )
-    parser.add_argument("--out", type=Path, default=Path("figures"), help="output folder")
 
 
 def run_figures(args: argparse.Namespace) -> None:

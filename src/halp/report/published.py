@@ -1,4 +1,4 @@
-"""The paper's published numbers, transcribed from REFERENCE.md §1–§2.
+"""The paper's published numbers (Tables 1-6 and the ablations of Sec. 4.3-4.4), as printed.
 
 Values are strings, exactly as printed, so that their precision (``77.92`` has two
 decimals, every other accuracy one) survives and the tables can show a difference at the
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The methods of the paper's Tables 1-4, in its row order (presets of halp.methods).
 METHODS = ("baseline", "halp", "cmd", "halp_cmd")
-METHOD_LABELS = {"baseline": "Baseline", "halp": "HaLP", "cmd": "CMD", "halp_cmd": "HaLP+CMD"}
 
 DATASET_LABELS = {"ntu60": "NTU-60", "ntu120": "NTU-120", "pku2": "PKU-II"}
 SPLIT_LABELS = {"xsub": "x-sub", "xview": "x-view", "xset": "x-set"}
@@ -40,7 +40,7 @@ def _row(*values: str) -> dict[Benchmark, str]:
     return dict(zip(LINEAR_BENCHMARKS, values, strict=False))
 
 
-# Paper Table 1, linear evaluation, joint only (REFERENCE.md §2, rows "Linear, ...").
+# Paper Table 1 (Sec. 4.3), linear evaluation, joint only.
 LINEAR: dict[str, dict[Benchmark, str]] = {
     "baseline": _row("78.0", "85.5", "69.1", "69.8", "42.9"),
     "halp": _row("79.7", "86.8", "71.1", "72.2", "43.5"),
@@ -48,7 +48,7 @@ LINEAR: dict[str, dict[Benchmark, str]] = {
     "halp_cmd": _row("82.1", "88.6", "72.6", "73.1", "47.5"),
 }
 
-# Paper Table 2, kNN (k = 1) evaluation, joint only (REFERENCE.md §2, rows "kNN, ...");
+# Paper Table 2 (Sec. 4.3), kNN (k = 1) evaluation, joint only;
 # the paper reports no PKU-II kNN ("–").
 KNN: dict[str, dict[Benchmark, str]] = {
     "baseline": _row("63.6", "82.8", "51.7", "55.3"),
@@ -57,8 +57,8 @@ KNN: dict[str, dict[Benchmark, str]] = {
     "halp_cmd": _row("71.0", "86.4", "59.4", "61.9"),
 }
 
-# Paper Table 3, transfer to PKU-II x-sub after pretraining on NTU-60 / NTU-120 x-sub
-# (REFERENCE.md §2, "Transfer to PKU-II").
+# Paper Table 3 (Sec. 4.3), transfer to PKU-II x-sub after pretraining on NTU-60 /
+# NTU-120 x-sub.
 TRANSFER_SOURCES = ("ntu60", "ntu120")
 TRANSFER_TARGET = "pku2"
 TRANSFER: dict[str, dict[str, str]] = {
@@ -68,15 +68,15 @@ TRANSFER: dict[str, dict[str, str]] = {
     "halp_cmd": {"ntu60": "56.6", "ntu120": "57.3"},
 }
 
-# Paper Table 4, computational overhead relative to the baseline (REFERENCE.md §1,
-# "Computational overhead (Table 4)"): time per epoch and memory.
+# Paper Table 4 (Sec. 4.4), computational overhead relative to the baseline: time per
+# epoch and memory.
 OVERHEAD: dict[str, dict[str, str]] = {
     "time": {"baseline": "1", "halp": "1.13", "cmd": "3", "halp_cmd": "3.32"},
     "memory": {"baseline": "1", "halp": "1", "cmd": "1.94", "halp_cmd": "1.94"},
 }
 
-# The paper's ablations, NTU-60 x-sub linear, joint only (REFERENCE.md §1, "Paper's
-# ablations"). Table 5: lambda (t_c ~ U(0, lambda t*)); the default is 0.8.
+# The paper's ablations (Sec. 4.4), NTU-60 x-sub linear, joint only.
+# Table 5: lambda (t_c ~ U(0, lambda t*)); the default is 0.8.
 LAMBDA: dict[str, str] = {"1": "79.7", "0.8": "79.7", "0.6": "79.6", "0.4": "79.6", "0.2": "79.5"}
 LAMBDA_DEFAULT = "0.8"
 # Table 6: the number of prototypes N; the default is 20.
@@ -93,7 +93,7 @@ class Ablation:
     published: str | None  # None: not in the paper (an option of this package)
 
 
-# The other ablations (REFERENCE.md §1): "t_c = t* only -> 79.4; anchor = query -> 77.9;
+# The other ablations of Sec. 4.4: "t_c = t* only -> 79.4; anchor = query -> 77.9;
 # slerp between q and k instead of towards a prototype -> 77.92; baseline -> 78.0".
 # The reference-code options are this package's, with no published number.
 ABLATIONS: tuple[Ablation, ...] = (
@@ -117,15 +117,15 @@ class Cited:
     source: str
 
 
-# Table 1 literature rows whose numbers REFERENCE.md §2 states (the poster: "AimCLR 74.3 ->
+# Table 1 literature rows transcribed here (the poster: "AimCLR 74.3 ->
 # AimCLR+HaLP 75.2 (NTU60 xsub)"). ISC, CrosSCLR-B, LongT GAN, MS2L, P&C, AS-CAL,
-# H-Transformer, SKT, GL-Transformer and SeBiReNet are only named there, so they are left out.
+# H-Transformer, SKT, GL-Transformer and SeBiReNet are not transcribed, so they are left out.
 LINEAR_CITED: tuple[Cited, ...] = (
     Cited("AimCLR", {("ntu60", "xsub"): "74.3"}, "HaLP poster"),
     Cited("AimCLR+HaLP", {("ntu60", "xsub"): "75.2"}, "HaLP poster"),
 )
 
-# Semi-supervised results are in the paper's supplement, which REFERENCE.md does not quote.
+# Semi-supervised results are in the paper's supplement, which is not transcribed here.
 SEMI_FRACTIONS = (1, 5, 10, 20)  # percent of the training labels
 SEMI_BENCHMARKS: tuple[Benchmark, ...] = (("ntu60", "xsub"), ("ntu60", "xview"))
 SEMI_PUBLISHED = "n/a (supplement)"

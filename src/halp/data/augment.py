@@ -1,4 +1,4 @@
-"""Load-time augmentations of one skeleton sample (REFERENCE.md §3, cmd_ref.md §1.6 and §3).
+"""Load-time augmentations of one skeleton sample (paper Sec. 4.2, the ISC/CMD set).
 
 Every function takes one sample ``x`` of shape (C, T, V, M) = (3, T, 25, 2) and returns
 a new float32 array; random ones take an explicit ``np.random.Generator`` (never the
@@ -24,6 +24,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from halp.errors import UsageError
 
 Transform = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 """A spatial augmentation: ``(clip (3, T, V, M), rng) -> new clip``."""
@@ -215,6 +217,7 @@ class Compose:
     transforms: tuple[Transform, ...] = ()
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Apply the transforms in order, each with the same generator."""
         if not self.transforms:
             return identity(x, rng)
         for transform in self.transforms:
@@ -238,6 +241,7 @@ class OneOf:
             raise ValueError(f"p={self.p} must hold one probability per transform, summing to 1")
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Apply one transform, drawn with the probabilities ``p``."""
         k = int(rng.choice(len(self.transforms), p=self.p))
         return self.transforms[k](x, rng)
 
@@ -266,5 +270,5 @@ def build_augmentation(spec: AugmentationSpec) -> Transform:
         if spec in AUGMENTATIONS:
             return AUGMENTATIONS[spec]
         known = sorted(PRESETS) + sorted(AUGMENTATIONS)
-        raise ValueError(f"unknown augmentation {spec!r}; known: {', '.join(known)}")
+        raise UsageError(f"unknown augmentation {spec!r}; known: {', '.join(known)}")
     return Compose(tuple(build_augmentation(name) for name in spec))

@@ -1,4 +1,4 @@
-"""The BiGRU skeleton encoder of ISC, CMD and HaLP (REFERENCE.md §4, halp_ref.md §3.1).
+"""The BiGRU skeleton encoder of ISC, CMD and HaLP (paper Sec. 4.2).
 
 ``BiGRUEncoder`` = ``BatchNorm1d`` over the input channels -> a GRU of ``num_layers`` (3)
 layers and two directions of ``hidden_size`` each -> the top layer's final state (the
@@ -43,17 +43,33 @@ once) on every call, a small cost next to the recurrence. Neither mode was timed
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from halp.dataset import to_gru_input
+from halp.encoders.base import Encoder
+
+
+def to_gru_input(x: Any) -> Any:
+    """(..., C, T, V, M) -> (..., T, V * C * M), the BiGRU's per-frame feature vectors.
+
+    As the reference, (N, C, T, V, M) is permuted to (N, T, V, C, M) and flattened, so
+    the 150 features of a frame run joint-major, then xyz, then person (fastest): feature
+    ``v * C * M + c * M + m``. Works on numpy arrays and torch tensors alike.
+    """
+    *lead, c, t, v, m = x.shape
+    moved = x.movedim(-4, -2) if isinstance(x, torch.Tensor) else np.moveaxis(x, -4, -2)
+    return moved.reshape(*lead, t, v * c * m)
+
 
 _GRU_TENSORS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 _DIRECTIONS = ("", "_reverse")
 
 
-class BiGRUEncoder(nn.Module):
+class BiGRUEncoder(Encoder):
     """BatchNorm -> bidirectional GRU -> last-frame feature -> projection head.
 
     Args:
@@ -98,7 +114,7 @@ class BiGRUEncoder(nn.Module):
         for name, p in self.gru.named_parameters():
             if name.startswith("weight"):
                 nn.init.xavier_uniform_(p)
-        nn.init.xavier_uniform_(self.projection[-1].weight)
+        nn.init.xavier_uniform_(self.projection[-1].weight)  # type: ignore[arg-type]
 
     @property
     def feature_dim(self) -> int:
@@ -108,7 +124,7 @@ class BiGRUEncoder(nn.Module):
     def features(self, x: Tensor) -> Tensor:
         """(N, C, T, V, M) or (N, T, F) -> (N, 2H): the pre-projection feature.
 
-        A 5-D clip is flattened per frame with ``halp.dataset.to_gru_input``.
+        A 5-D clip is flattened per frame with :func:`to_gru_input`.
         """
         if x.dim() == 5:
             x = to_gru_input(x)
@@ -123,10 +139,6 @@ class BiGRUEncoder(nn.Module):
         out, _ = self.gru(x)  # (N, T, 2H)
         h = self.hidden_size
         return torch.cat([out[:, -1, :h], out[:, 0, h:]], dim=1)  # final state per direction
-
-    def forward(self, x: Tensor) -> Tensor:
-        """(N, C, T, V, M) or (N, T, F) -> (N, out_dim), the unnormalised projection."""
-        return self.projection(self.features(x))
 
     def _forward_in_time(self, x: Tensor) -> Tensor:
         """(N, T, F) -> (N, T, 2H): both directions of every layer run forward in time.

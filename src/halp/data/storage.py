@@ -13,10 +13,8 @@ exists is complete. No pickle is used anywhere.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,45 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from halp.errors import DataFormatError
+from halp.io import atomic_write_json
+
 FORMAT = "halp-skeleton/1"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 PARTS = ("train", "test")
-
-
-class DataFormatError(ValueError):
-    """A prepared dataset on disk is missing, incomplete or inconsistent."""
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def sha256_of(path: Path) -> str:
-    """The sha256 hex digest of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    atomic_write_text(path, json.dumps(obj, indent=1) + "\n")
 
 
 @dataclass(frozen=True)
@@ -82,6 +46,7 @@ class SplitIndex:
         return len(self.names)
 
     def to_json(self) -> dict[str, Any]:
+        """The index as written to ``<part>.json``."""
         return {
             "format": FORMAT,
             "dataset": self.dataset,

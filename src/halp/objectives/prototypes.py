@@ -1,4 +1,4 @@
-"""Prototypes: spherical k-means over the most recent keys of the queue (REFERENCE.md §1 step 1).
+"""Prototypes: spherical k-means over the most recent keys of the queue (paper Sec. 3.5).
 
 HaLP's prototypes are the N = 20 centroids of a k-means on the unit sphere of the
 K_top = 256 most recent queue entries, refreshed every few iterations. The authors fit
@@ -255,8 +255,9 @@ def geomstats_kmeans(
         seed: seeds the Python ``random`` and numpy global generators that geomstats draws
             from; both global states are saved before and restored after the fit, so the
             caller's random streams are untouched.
-        tol, max_iter, init: passed to ``RiemannianKMeans`` (defaults as in the authors'
-            single-modality run: tol 1e-3, kmeans++).
+        tol: Passed to ``RiemannianKMeans`` (1e-3 as in the authors' run).
+        max_iter: Passed to ``RiemannianKMeans``.
+        init: Passed to ``RiemannianKMeans`` (kmeans++ as in the authors' run).
 
     Returns:
         (K, d) or (b, K, d) centroids in ``x``'s dtype and device (normalised).

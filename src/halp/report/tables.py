@@ -32,7 +32,7 @@ an index ``tables.md``. A cell reads ``reproduced / published (reproduced − pu
 with the reproduced value rounded to the published precision first, e.g.
 ``79.9 / 79.7 (+0.2)``; a cell without a result names the results file that would fill
 it, e.g. ``– / 79.7 (results/ntu60_xsub_halp_linear.json)``. Literature rows are the
-numbers REFERENCE.md states (:mod:`halp.published`) and are marked as cited. The output
+numbers of :mod:`halp.report.published` and are marked as cited. The output
 depends only on the inputs (sorted, no dates) and every file is written atomically.
 """
 
@@ -41,31 +41,28 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import logging
-import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
-from halp import published as pub
-from halp.storage import atomic_write_text
+from halp.io import atomic_write_text
+from halp.methods import method_label
+from halp.report import published as pub
+from halp.report.naming import (
+    OVERHEAD_NAME,
+    lambda_variant,
+    prototypes_variant,
+    result_name,
+    transfer_name,
+    variant_label,
+)
+from halp.report.results import Inputs, read_inputs
 
 log = logging.getLogger(__name__)
 
-_DATASETS = "ntu60|ntu120|pku2"
-_VARIANT = r"[a-z][a-z_]*(?:-[A-Za-z0-9.]+)?"
-EVAL_NAME = re.compile(
-    rf"^(?P<dataset>{_DATASETS})_(?P<split>xsub|xview|xset)_(?P<variant>{_VARIANT})"
-    r"_(?P<protocol>linear|knn|semi(?P<percent>\d+)|finetune)\.json$"
-)
-TRANSFER_NAME = re.compile(
-    rf"^(?P<source>{_DATASETS})_to_(?P<dataset>{_DATASETS})_(?P<variant>{_VARIANT})"
-    r"_transfer\.json$"
-)
-OVERHEAD_NAME = "overhead.json"
 CSV_COLUMNS = (
     "table",
     "row",
@@ -80,142 +77,7 @@ CSV_COLUMNS = (
 DASH = "–"
 
 
-class TablesError(ValueError):
-    """A results file cannot be read or does not match its name; the message names it."""
-
-
 # ---------------------------------------------------------------------- inputs
-
-
-@dataclass(frozen=True)
-class Result:
-    """One results JSON, identified by its file name."""
-
-    name: str
-    protocol: str  # linear, knn, semi<P>, finetune, transfer
-    dataset: str  # the evaluation (target) dataset
-    split: str
-    variant: str
-    source: str | None  # transfer: the pretraining dataset
-    top1: float
-    std: float | None
-    best_on_test: float | None
-
-    @property
-    def percent(self) -> int | None:
-        """The label percentage of a ``semi<P>`` result, 100 for ``finetune``."""
-        if self.protocol.startswith("semi"):
-            return int(self.protocol[4:])
-        return 100 if self.protocol == "finetune" else None
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise TablesError(f"{path}: not valid JSON ({err})") from err
-    except UnicodeDecodeError as err:
-        raise TablesError(f"{path}: not UTF-8 text ({err})") from err
-
-
-def read_result(path: Path) -> Result:
-    """Read and check one results JSON; ``TablesError`` names the file on any problem."""
-    path = Path(path)
-    match = EVAL_NAME.match(path.name) or TRANSFER_NAME.match(path.name)
-    if match is None:
-        raise TablesError(f"{path}: the name follows neither results naming pattern")
-    parts = match.groupdict()
-    transfer = "source" in parts
-    protocol = "transfer" if transfer else parts["protocol"]
-    data = _read_json(path)
-    metrics = data.get("metrics") if isinstance(data, dict) else None
-    top1 = _number(metrics.get("top1")) if isinstance(metrics, dict) else None
-    if top1 is None:
-        raise TablesError(f"{path}: no numeric metrics.top1 (is this a halp evaluate result?)")
-    assert isinstance(metrics, dict) and isinstance(data, dict)
-
-    expected = {
-        "protocol": "semi" if protocol.startswith("semi") else protocol,
-        "dataset": parts["dataset"],
-        "method": parts["variant"].split("-")[0],
-    }
-    if transfer:
-        expected["pretrained_on"] = parts["source"]
-    else:
-        expected["benchmark"] = parts["split"]
-    for key, want in expected.items():
-        have = data.get(key)
-        if have is not None and have != want:
-            raise TablesError(f"{path}: {key} is {have!r} but the file name says {want!r}")
-    config = data.get("config")
-    fraction = config.get("label_fraction") if isinstance(config, dict) else None
-    percent = parts.get("percent")
-    if percent is not None and _number(fraction) is not None:
-        if not math.isclose(fraction * 100, int(percent), abs_tol=1e-6):
-            raise TablesError(
-                f"{path}: config.label_fraction is {fraction} but the file name says {percent} %"
-            )
-    return Result(
-        name=path.name,
-        protocol=protocol,
-        dataset=parts["dataset"],
-        split="xsub" if transfer else parts["split"],
-        variant=parts["variant"],
-        source=parts["source"] if transfer else None,
-        top1=top1,
-        std=_number(metrics.get("top1_std")),
-        best_on_test=_number(metrics.get("best_on_test")),
-    )
-
-
-def read_overhead(path: Path) -> dict[str, Any]:
-    """Read ``overhead.json``: ``time`` and ``memory`` maps of method -> number."""
-    data = _read_json(path)
-    if not isinstance(data, dict):
-        raise TablesError(f"{path}: expected a JSON object with 'time' and 'memory'")
-    for key in ("time", "memory"):
-        block = data.get(key, {})
-        if not isinstance(block, dict) or any(_number(v) is None or v <= 0 for v in block.values()):
-            raise TablesError(f"{path}: '{key}' must map method names to positive numbers")
-    return data
-
-
-@dataclass
-class Inputs:
-    """Everything read from the results folder."""
-
-    results_dir: Path
-    results: dict[str, Result]
-    overhead: dict[str, Any] | None
-    ignored: list[str]
-    used: set[str] = field(default_factory=set)
-
-    def target(self, name: str) -> str:
-        return str(self.results_dir / name)
-
-
-def read_inputs(results_dir: Path) -> Inputs:
-    """Read every results JSON in ``results_dir`` (missing folder: nothing reproduced)."""
-    results_dir = Path(results_dir)
-    results: dict[str, Result] = {}
-    ignored: list[str] = []
-    overhead = None
-    paths = sorted(results_dir.glob("*.json")) if results_dir.is_dir() else []
-    for path in paths:
-        if path.name == OVERHEAD_NAME:
-            overhead = read_overhead(path)
-        elif EVAL_NAME.match(path.name) or TRANSFER_NAME.match(path.name):
-            results[path.name] = read_result(path)
-        else:
-            log.info("ignoring %s: not a results file name", path)
-            ignored.append(path.name)
-    return Inputs(results_dir, results, overhead, ignored)
 
 
 # ---------------------------------------------------------------------- cells
@@ -236,6 +98,8 @@ class Cell:
 
 @dataclass(frozen=True)
 class Row:
+    """One row of a table: a label and its cells; ``cited`` rows are literature numbers."""
+
     label: str
     cells: tuple[Cell, ...]
     cited: bool = False
@@ -243,6 +107,8 @@ class Row:
 
 @dataclass(frozen=True)
 class Table:
+    """A whole table: title, columns, rows and footnotes; ``stem`` names its files."""
+
     stem: str
     title: str
     corner: str  # the header of the row-label column
@@ -327,13 +193,6 @@ def _cited_cell(value: str | None, source: str) -> Cell:
     return Cell(f"{value} (cited)", published=value, target=f"cited: {source}")
 
 
-def variant_label(variant: str) -> str:
-    """``halp_cmd`` -> ``HaLP+CMD``; ``halp-lam0.6`` -> ``HaLP (lam0.6)``."""
-    base, _, ablation = variant.partition("-")
-    label = pub.METHOD_LABELS.get(base, base)
-    return f"{label} ({ablation})" if ablation else label
-
-
 # ---------------------------------------------------------------------- the tables
 
 _CELL_NOTE = (
@@ -349,17 +208,17 @@ def _protocol_table(inputs: Inputs, stem: str, title: str, protocol: str) -> Tab
     benchmarks = pub.LINEAR_BENCHMARKS if protocol == "linear" else pub.KNN_BENCHMARKS
     rows = [
         Row(
-            pub.METHOD_LABELS[method],
+            method_label(method),
             tuple(
                 _result_cell(
-                    inputs, f"{d}_{s}_{method}_{protocol}.json", numbers[method].get((d, s))
+                    inputs, result_name(d, s, method, protocol), numbers[method].get((d, s))
                 )
                 for d, s in benchmarks
             ),
         )
         for method in pub.METHODS
     ]
-    notes = [f"Published: paper Table {1 if protocol == 'linear' else 2} (REFERENCE.md §2)."]
+    notes = [f"Published: paper Table {1 if protocol == 'linear' else 2} (Sec. 4.3)."]
     if protocol == "linear":
         for cited in pub.LINEAR_CITED:
             rows.append(
@@ -372,7 +231,8 @@ def _protocol_table(inputs: Inputs, stem: str, title: str, protocol: str) -> Tab
         notes.append(
             "Rows marked [cited] are literature numbers quoted by the paper's poster; this "
             "package does not train them. Other literature rows of the paper's Table 1 (ISC, "
-            "CrosSCLR-B, MS²L, P&C, ...) are omitted: REFERENCE.md names them without numbers."
+            "CrosSCLR-B, MS²L, P&C, ...) are omitted: their numbers are not transcribed in "
+            "this package."
         )
     else:
         notes.append("The paper reports no kNN result on PKU-II.")
@@ -382,14 +242,15 @@ def _protocol_table(inputs: Inputs, stem: str, title: str, protocol: str) -> Tab
 
 
 def table_transfer(inputs: Inputs) -> Table:
+    """Table 3: transfer to PKU-II from NTU-60 and NTU-120."""
     target = pub.TRANSFER_TARGET
     rows = tuple(
         Row(
-            pub.METHOD_LABELS[method],
+            method_label(method),
             tuple(
                 _result_cell(
                     inputs,
-                    f"{source}_to_{target}_{method}_transfer.json",
+                    transfer_name(source, target, method),
                     pub.TRANSFER[method][source],
                 )
                 for source in pub.TRANSFER_SOURCES
@@ -401,7 +262,7 @@ def table_transfer(inputs: Inputs) -> Table:
         f"{pub.DATASET_LABELS[s]} → {pub.DATASET_LABELS[target]}" for s in pub.TRANSFER_SOURCES
     )
     notes = (
-        "Published: paper Table 3 (REFERENCE.md §2). Pretrained on the source's x-sub split, "
+        "Published: paper Table 3 (Sec. 4.3). Pretrained on the source's x-sub split, "
         "the whole network fine-tuned on PKU-II x-sub with all labels.",
         _CELL_NOTE,
     )
@@ -411,6 +272,7 @@ def table_transfer(inputs: Inputs) -> Table:
 
 
 def table_overhead(inputs: Inputs) -> Table:
+    """Table 4: time and memory relative to the baseline."""
     target = inputs.target(OVERHEAD_NAME)
     data = inputs.overhead or {}
     rows = []
@@ -421,8 +283,8 @@ def table_overhead(inputs: Inputs) -> Table:
             base, value = block.get("baseline"), block.get(method)
             ratio = value / base if base is not None and value is not None else None
             cells.append(compare(ratio, pub.OVERHEAD[key][method], target, unit="×", decimals=2))
-        rows.append(Row(pub.METHOD_LABELS[method], tuple(cells)))
-    notes = ["Published: paper Table 4 (REFERENCE.md §1); ratios to the baseline."]
+        rows.append(Row(method_label(method), tuple(cells)))
+    notes = ["Published: paper Table 4 (Sec. 4.4); ratios to the baseline."]
     if inputs.overhead is not None:
         absolute = "; ".join(
             f"{key}: " + ", ".join(f"{m} {v:.4g}" for m, v in sorted(data.get(key, {}).items()))
@@ -443,21 +305,11 @@ def table_overhead(inputs: Inputs) -> Table:
     )
 
 
-def lambda_variant(lam: str) -> str:
-    """The results variant for λ: the paper's default is plain ``halp``."""
-    return "halp" if lam == pub.LAMBDA_DEFAULT else f"halp-lam{float(lam):g}"
-
-
-def prototypes_variant(n: int) -> str:
-    """The results variant for N prototypes: the paper's default is plain ``halp``."""
-    return "halp" if n == pub.PROTOTYPES_DEFAULT else f"halp-N{n}"
-
-
 def _sweep_table(
     inputs: Inputs, stem: str, title: str, rows_spec: list[tuple[str, str, str]], source: str
 ) -> Table:
     rows = tuple(
-        Row(label, (_result_cell(inputs, f"ntu60_xsub_{variant}_linear.json", value),))
+        Row(label, (_result_cell(inputs, result_name("ntu60", "xsub", variant, "linear"), value),))
         for label, variant, value in rows_spec
     )
     notes = (f"Published: {source}. NTU-60 x-sub, linear evaluation, joint only.", _CELL_NOTE)
@@ -465,6 +317,7 @@ def _sweep_table(
 
 
 def table_lambda(inputs: Inputs) -> Table:
+    """Table 5: the lambda sweep of HaLP (NTU-60 x-sub, linear)."""
     spec = [
         (f"λ = {lam}" + (" (default)" if lam == pub.LAMBDA_DEFAULT else ""), lambda_variant(lam), v)
         for lam, v in pub.LAMBDA.items()
@@ -474,11 +327,12 @@ def table_lambda(inputs: Inputs) -> Table:
         "table5_lambda",
         "Table 5: λ (t_c ~ U(0, λ t*))",
         spec,
-        "paper Table 5 (REFERENCE.md §1, ablations)",
+        "paper Table 5 (Sec. 4.4)",
     )
 
 
 def table_prototypes(inputs: Inputs) -> Table:
+    """Table 6: the number of prototypes N (NTU-60 x-sub, linear)."""
     spec = [
         (
             f"N = {n}" + (" (default)" if n == pub.PROTOTYPES_DEFAULT else ""),
@@ -492,18 +346,19 @@ def table_prototypes(inputs: Inputs) -> Table:
         "table6_prototypes",
         "Table 6: Number of prototypes N",
         spec,
-        "paper Table 6 (REFERENCE.md §1, ablations)",
+        "paper Table 6 (Sec. 4.4)",
     )
 
 
 def table_ablations(inputs: Inputs) -> Table:
+    """The other ablations of Sec. 4.4 and this package's reference-code options."""
     rows = tuple(
         Row(
             f"{a.label} ({a.variant})",
             (
                 _result_cell(
                     inputs,
-                    f"ntu60_xsub_{a.variant}_linear.json",
+                    result_name("ntu60", "xsub", a.variant, "linear"),
                     a.published,
                     no_published="n/a (not in paper)",
                 ),
@@ -512,7 +367,7 @@ def table_ablations(inputs: Inputs) -> Table:
         for a in pub.ABLATIONS
     )
     notes = (
-        "Published: the paper's ablations (REFERENCE.md §1). NTU-60 x-sub, linear, joint only. "
+        "Published: the paper's ablations (Sec. 4.4). NTU-60 x-sub, linear, joint only. "
         "The reference-code rows are options of this package, not in the paper.",
         _CELL_NOTE,
     )
@@ -520,8 +375,14 @@ def table_ablations(inputs: Inputs) -> Table:
 
 
 def table_semi(inputs: Inputs) -> Table:
+    """The semi-supervised table: top-1 per label fraction, mean ± std of the repeats."""
     semi = [r for r in inputs.results.values() if r.percent is not None]
-    percents = sorted({*pub.SEMI_FRACTIONS, *(r.percent for r in semi if r.percent != 100)})
+    percents = sorted(
+        {
+            *pub.SEMI_FRACTIONS,
+            *(r.percent for r in semi if r.percent is not None and r.percent != 100),
+        }
+    )
     percents.append(100)
     order = {d: i for i, d in enumerate(pub.DATASET_LABELS)}
     keys = [(d, s, m) for d, s in pub.SEMI_BENCHMARKS for m in pub.METHODS]
@@ -534,7 +395,7 @@ def table_semi(inputs: Inputs) -> Table:
         cells = []
         for p in percents:
             protocol = "finetune" if p == 100 else f"semi{p}"
-            name = f"{dataset}_{split}_{variant}_{protocol}.json"
+            name = result_name(dataset, split, variant, protocol)
             result = inputs.results.get(name)
             if result is not None:
                 inputs.used.add(name)
@@ -554,7 +415,7 @@ def table_semi(inputs: Inputs) -> Table:
     notes = (
         "Semi-supervised: the whole network fine-tuned on a fraction of the training labels; "
         "reproduced = mean ± std of the final-epoch top-1 over the repeats. The published "
-        "numbers are in the paper's supplement, which REFERENCE.md does not quote: "
+        "numbers are in the paper's supplement, which is not transcribed here: "
         "reproduced values only.",
         f"A cell reading {DASH} names the results file that would fill it.",
     )
@@ -592,6 +453,7 @@ def _md_escape(text: str) -> str:
 
 
 def to_markdown(table: Table) -> str:
+    """A table as Markdown: title, a pipe table and its notes."""
     header = [table.corner, *table.columns]
     lines = [f"# {table.title}", ""]
     lines.append("| " + " | ".join(_md_escape(h) for h in header) + " |")
@@ -637,7 +499,7 @@ def latex_escape(text: str) -> str:
 
 
 def to_latex(table: Table) -> str:
-    """A booktabs ``tabular`` (needs ``\\usepackage{booktabs}``), notes as comments."""
+    """A booktabs ``tabular`` (needs the booktabs package), notes as comments."""
     lines = [f"% {latex_escape(table.title)} -- generated by halp tables"]
     lines.extend(f"% {latex_escape(note)}" for note in table.notes)
     lines.append(r"\begin{tabular}{l" + "c" * len(table.columns) + "}")
@@ -661,6 +523,7 @@ def _csv_number(value: float | None) -> str:
 
 
 def to_csv(table: Table) -> str:
+    """A table as CSV, one row per cell (columns: ``CSV_COLUMNS``)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
@@ -683,12 +546,13 @@ def to_csv(table: Table) -> str:
 
 
 def to_index(tables: list[Table], inputs: Inputs) -> str:
+    """``tables.md``: every table, which results were used and which were ignored."""
     lines = [
         "# Reproduced tables",
         "",
         f"From the results in `{inputs.results_dir}`: {len(inputs.results)} results files"
         + (", overhead.json" if inputs.overhead is not None else "")
-        + ". Published numbers: REFERENCE.md §1–§2 (`halp.published`).",
+        + ". Published numbers: the paper, Sec. 4.3-4.4 (`halp.report.published`).",
         "",
     ]
     for table in tables:
@@ -727,14 +591,6 @@ def build_tables(results_dir: Path, out_dir: Path) -> list[Path]:
     atomic_write_text(index, to_index(tables, inputs))
     written.append(index)
     return written
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``halp tables`` options."""
-    parser.add_argument(
-        "--results", type=Path, default=Path("results"), help="folder of results JSONs"
-    )
-    parser.add_argument("--out", type=Path, default=Path("tables"), help="output folder")
 
 
 def run_tables(args: argparse.Namespace) -> None:

@@ -1,6 +1,7 @@
 """NTU RGB+D 60/120: sample names, benchmark splits, missing lists and the raw parser.
 
-The raw ``.skeleton`` format (REFERENCE.md §3): line 1 is the frame count; per frame a
+The raw ``.skeleton`` format (NTU RGB+D, Shahroudy et al. 2016): line 1 is the frame
+count; per frame a
 body count (0 is allowed); per body one line of 10 values, a line ``25`` and 25 lines
 of 12 values whose first three are x, y, z. Files come with CRLF or LF endings.
 """
@@ -14,8 +15,8 @@ from itertools import repeat
 
 import numpy as np
 
-from halp.errors import RawFormatError
-from halp.skeleton import MAX_BODY_SLOTS, NUM_JOINTS
+from halp.data.skeleton import MAX_BODY_SLOTS, NUM_JOINTS
+from halp.errors import RawFormatError, SampleNameError
 
 NAME_RE = re.compile(r"^S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})$")
 _ALLOWED = b"0123456789.eE+- \t\r\n"
@@ -92,7 +93,7 @@ def parse_name(name: str) -> NtuName:
     """Parse an NTU sample name (with or without ``.skeleton``); ValueError if it is not one."""
     match = NAME_RE.match(sample_name(name))
     if match is None:
-        raise ValueError(f"{name!r} is not an NTU sample name ({NAME_HELP})")
+        raise SampleNameError(f"{name!r} is not an NTU sample name ({NAME_HELP})")
     return NtuName(*(int(g) for g in match.groups()))
 
 
@@ -104,7 +105,7 @@ def is_train(name: NtuName, benchmark: str) -> bool:
         return name.camera in XVIEW_TRAIN_CAMERAS
     if benchmark == "xset":
         return name.setup % 2 == 0
-    raise ValueError(f"unknown NTU benchmark {benchmark!r}; expected xsub, xview or xset")
+    raise SampleNameError(f"unknown NTU benchmark {benchmark!r}; expected xsub, xview or xset")
 
 
 def missing_samples(dataset: str) -> frozenset[str]:
@@ -122,7 +123,7 @@ def split_names(names: list[str], dataset: str, benchmark: str) -> tuple[list[st
     """
     spec = DATASETS[dataset]
     if benchmark not in spec.benchmarks:
-        raise ValueError(f"{dataset} has benchmarks {spec.benchmarks}, not {benchmark!r}")
+        raise SampleNameError(f"{dataset} has benchmarks {spec.benchmarks}, not {benchmark!r}")
     missing = missing_samples(dataset)
     train: list[str] = []
     test: list[str] = []
@@ -139,11 +140,11 @@ def split_names(names: list[str], dataset: str, benchmark: str) -> tuple[list[st
 def check_in_dataset(parsed: NtuName, name: str, spec: NtuDataset) -> None:
     """ValueError when a parsed name lies outside ``spec`` (setup or action range)."""
     if not 1 <= parsed.setup <= spec.max_setup:
-        raise ValueError(
+        raise SampleNameError(
             f"{name}: setup {parsed.setup} is outside {spec.name} (1..{spec.max_setup})"
         )
     if not 1 <= parsed.action <= spec.num_classes:
-        raise ValueError(
+        raise SampleNameError(
             f"{name}: action {parsed.action} is outside {spec.name} (1..{spec.num_classes})"
         )
 

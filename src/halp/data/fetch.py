@@ -12,11 +12,8 @@ import os
 import urllib.request
 from pathlib import Path
 
-from halp.storage import sha256_of
-
-
-class FetchError(RuntimeError):
-    """The download failed or its content is not the expected one."""
+from halp.errors import FetchError
+from halp.io import sha256_of
 
 
 def fetch(url: str, out: Path, sha256: str, timeout: float = 60.0) -> Path:

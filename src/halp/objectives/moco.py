@@ -1,10 +1,19 @@
-"""The MoCo core: InfoNCE, the key queue and the momentum update (REFERENCE.md §1)."""
+"""The MoCo core (paper Sec. 3.1, Eq. 1): InfoNCE, the key queue, the momentum update.
+
+:class:`InfoNCE` is the contrastive term of every MoCo-based preset, summed over the
+modalities; the queue (:class:`KeyQueue`) is also the bank of recent anchors from which
+HaLP's prototypes are drawn.
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from halp.config import PretrainConfig
+from halp.objectives import register_objective
+from halp.objectives.base import Embeddings, Objective, StepContext
 
 
 def info_nce(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
@@ -14,6 +23,7 @@ def info_nce(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> tuple[T
         q: (B, D) L2-normalised queries (carry the gradient).
         k: (B, D) L2-normalised keys (no gradient).
         queue: (L, D) L2-normalised negatives.
+        temperature: tau.
 
     Returns:
         The loss and the (B, 1 + L) logits whose column 0 is the positive.
@@ -41,6 +51,7 @@ class KeyQueue(nn.Module):
 
     @property
     def size(self) -> int:
+        """L, the number of slots."""
         return self.keys.shape[0]
 
     @torch.no_grad()
@@ -64,10 +75,39 @@ class KeyQueue(nn.Module):
 
 @torch.no_grad()
 def momentum_update(online: nn.Module, target: nn.Module, momentum: float) -> None:
-    """target <- m * target + (1 - m) * online, parameter by parameter.
+    """Target <- m * target + (1 - m) * online, parameter by parameter.
 
     Buffers (BatchNorm running statistics) are not touched: the key encoder keeps its
     own, as in MoCo; they are never used, since the key encoder only runs in train mode.
     """
     for p_o, p_t in zip(online.parameters(), target.parameters(), strict=True):
         p_t.mul_(momentum).add_(p_o.detach(), alpha=1.0 - momentum)
+
+
+class InfoNCE(Objective):
+    """Sum over modalities of InfoNCE between each query, its key and the queue (Eq. 1).
+
+    Logs ``loss_cl_<modality>`` and ``acc_<modality>`` (how often the positive has the
+    largest logit).
+    """
+
+    def __init__(self, temperature: float) -> None:
+        super().__init__()
+        self.temperature = temperature
+
+    def loss(self, emb: Embeddings, ctx: StepContext) -> Tensor:
+        """The summed InfoNCE of this step."""
+        total = next(iter(emb.queries.values())).new_zeros(())
+        for m in emb.modalities:
+            loss_cl, logits = info_nce(
+                emb.queries[m], emb.keys[m], emb.negatives[m], self.temperature
+            )
+            total = total + loss_cl
+            ctx.terms[f"loss_cl_{m}"] = float(loss_cl.detach())
+            ctx.terms[f"acc_{m}"] = float((logits.argmax(dim=1) == 0).float().mean())
+        return total
+
+
+@register_objective("infonce")
+def _infonce(config: PretrainConfig, modalities: tuple[str, ...], dim: int) -> Objective:
+    return InfoNCE(config.moco.temperature)

@@ -1,0 +1,44 @@
+"""Skeleton encoders, by the name a method preset uses (paper Sec. 4.2: a BiGRU).
+
+:data:`ENCODERS` maps a name to a builder taking the configuration; ``bigru`` is the
+paper's 3-layer bidirectional GRU (:mod:`halp.encoders.bigru`). Every encoder exposes
+``features(x)`` (the pre-projection representation used by the evaluation protocols),
+``feature_dim``, ``forward(x)`` (the projection that the objectives see) and a
+``projection`` module that the evaluation replaces with the identity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from halp.config import PretrainConfig
+from halp.encoders.base import Encoder
+from halp.encoders.bigru import BiGRUEncoder, to_gru_input
+
+INPUT_FEATURES = 150
+"""Per-frame features of a clip: 25 joints x 3 coordinates x 2 persons."""
+
+
+def _bigru(config: PretrainConfig) -> Encoder:
+    e = config.encoder
+    return BiGRUEncoder(
+        input_size=INPUT_FEATURES,
+        hidden_size=e.hidden_size,
+        num_layers=e.num_layers,
+        proj_hidden=e.proj_hidden,
+        out_dim=e.out_dim,
+        reference_forward=e.reference_forward,
+    )
+
+
+ENCODERS: dict[str, Callable[[PretrainConfig], Encoder]] = {"bigru": _bigru}
+
+
+def build_encoder(name: str, config: PretrainConfig) -> Encoder:
+    """A fresh encoder ``name`` sized by ``config.encoder``."""
+    if name not in ENCODERS:
+        raise KeyError(f"unknown encoder {name!r}; known: {', '.join(ENCODERS)}")
+    return ENCODERS[name](config)
+
+
+__all__ = ["ENCODERS", "INPUT_FEATURES", "BiGRUEncoder", "Encoder", "build_encoder", "to_gru_input"]

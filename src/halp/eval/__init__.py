@@ -1,0 +1,1 @@
+"""Downstream evaluation building blocks (paper Sec. 4.2): classifier fitting and kNN."""

@@ -1,0 +1,180 @@
+"""Fitting a classifier on a pretrained encoder (paper Sec. 4.2; supplement).
+
+One function, :func:`fit_classifier`, serves every protocol that trains: ``freeze=True``
+is the linear probe (the encoder stays in eval mode, so BatchNorm is frozen, and only
+the new linear layer learns; afterwards every encoder tensor must be bit-identical,
+MoCo's guard); ``freeze=False`` fine-tunes the whole network (semi-supervised,
+fine-tuning, transfer). :func:`label_subset` draws the labelled part of the
+semi-supervised protocol.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from halp.data.loaders import make_loader
+from halp.encoders.base import Encoder
+from halp.errors import EvaluationError
+from halp.schedules import step_lr
+
+log = logging.getLogger(__name__)
+
+
+class FitConfig(Protocol):
+    """The keys of :class:`halp.config.EvalConfig` that :func:`fit_classifier` reads."""
+
+    momentum: float
+    weight_decay: float
+    batch_size: int
+    epochs: int
+    lr_steps: list[int]
+    lr_gamma: float
+    eval_every: int
+    workers: int
+
+
+class Classifier(nn.Module):
+    """A pretrained encoder's 2048-d feature followed by a new linear layer."""
+
+    def __init__(self, encoder: Encoder, num_classes: int) -> None:
+        super().__init__()
+        encoder.projection = nn.Identity()  # the contrastive head is discarded
+        self.encoder = encoder
+        self.fc = nn.Linear(encoder.feature_dim, num_classes)
+        nn.init.normal_(self.fc.weight, mean=0.0, std=0.01)
+        nn.init.zeros_(self.fc.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Class logits of a batch of clips."""
+        return self.fc(self.encoder.features(x))
+
+
+def label_subset(labels: np.ndarray, fraction: float, sampler: str, seed: int) -> np.ndarray:
+    """Sorted indices of the labelled subset for semi-supervised training.
+
+    ``random``: ``round(fraction * N)`` samples drawn without replacement, seeded (the
+    reference draws unseeded and not class-balanced). ``per_class``: ``round(fraction *
+    N_c)`` of every class, at least one, so every class is represented.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise EvaluationError(f"config key 'label_fraction': {fraction} is not in (0, 1]")
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    if fraction == 1.0:
+        return np.arange(n)
+    if sampler == "random":
+        count = round(fraction * n)
+        if count == 0:
+            raise EvaluationError(
+                f"label_fraction {fraction:g} of {n} training samples is 0 samples; "
+                "use a larger fraction or a larger dataset"
+            )
+        return np.sort(rng.choice(n, size=count, replace=False))
+    chosen = []
+    for cls in np.unique(labels):
+        members = np.flatnonzero(labels == cls)
+        take = max(1, round(fraction * len(members)))
+        chosen.append(rng.choice(members, size=take, replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
+@torch.no_grad()
+def accuracy(
+    model: nn.Module, dataset: Dataset, device: torch.device, batch_size: int = 256
+) -> float:
+    """Top-1 accuracy (percent) on ``dataset`` in eval mode."""
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    for clips, labels in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        pred = model(clips.to(device)).argmax(dim=1).cpu()
+        correct += int((pred == labels).sum())
+        total += len(labels)
+    model.train(was_training)
+    return 100.0 * correct / max(total, 1)
+
+
+def fit_classifier(
+    model: Classifier,
+    train: Dataset,
+    test: Dataset,
+    config: FitConfig,
+    lr: float,
+    freeze: bool,
+    device: torch.device,
+    seed: int,
+) -> dict[str, Any]:
+    """Train ``model`` on ``train``; test accuracy every ``eval_every`` epochs and at the end.
+
+    ``freeze=True``: the encoder is frozen and kept in eval mode (BatchNorm statistics
+    do not move); only ``model.fc`` learns, and afterwards every encoder tensor must be
+    bit-identical to what was loaded. ``freeze=False``: everything trains, in train mode.
+    Returns the final test accuracy (the headline), the best test accuracy over the
+    evaluations (``best_on_test``, the reference's selection on the test set) and the
+    history.
+    """
+    model.to(device)
+    if freeze:
+        for p in model.encoder.parameters():
+            p.requires_grad_(False)
+        before = {k: v.detach().clone() for k, v in model.encoder.state_dict().items()}
+    params = [p for p in model.parameters() if p.requires_grad]
+    if freeze and len(params) != 2:
+        raise EvaluationError(f"a linear probe trains 2 tensors (fc), found {len(params)}")
+    optimizer = torch.optim.SGD(
+        params, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+    history: list[dict[str, float]] = []
+    for epoch in range(config.epochs):
+        epoch_lr = step_lr(lr, config.lr_gamma, config.lr_steps, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = epoch_lr
+        model.encoder.train(not freeze)
+        model.fc.train()
+        loader = make_loader(
+            train,
+            config.batch_size,
+            shuffle=True,
+            seed=seed,
+            epoch=epoch,
+            num_workers=config.workers,
+            pin_memory=device.type == "cuda",
+        )
+        losses = []
+        for clips, labels in loader:
+            loss = F.cross_entropy(model(clips.to(device)), labels.to(device))
+            if not torch.isfinite(loss):
+                raise EvaluationError(
+                    f"the loss became {float(loss.detach())} at epoch {epoch}; lower the lr"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+        if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
+            history.append(
+                {
+                    "epoch": epoch,
+                    "lr": epoch_lr,
+                    "train_loss": float(np.mean(losses)),
+                    "test_top1": accuracy(model, test, device),
+                }
+            )
+            log.info("epoch %d: %s", epoch, history[-1])
+    if freeze:
+        after = model.encoder.state_dict()
+        moved = [k for k, v in before.items() if not torch.equal(v, after[k])]
+        if moved:
+            raise EvaluationError(f"the linear probe changed frozen encoder tensors: {moved}")
+    return {
+        "top1": history[-1]["test_top1"],
+        "best_on_test": max(h["test_top1"] for h in history),
+        "history": history,
+    }

@@ -1,0 +1,175 @@
+"""The pretraining model: one builder behind every method preset (paper Sec. 3, Fig. 2).
+
+Per modality, a :class:`MomentumBranch` holds MoCo's query encoder, its momentum key
+encoder and the key queue (Sec. 3.1). The preset's objectives (:mod:`halp.objectives`)
+turn one step's embeddings into loss terms; :meth:`PretrainModel.forward` encodes, sums
+``weight * term`` over the preset's terms in order, and enqueues the new keys. It holds
+no method-specific branch: adding a method is an objective and a preset.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from halp.config import PretrainConfig
+from halp.encoders import Encoder, build_encoder
+from halp.methods import Preset, preset_of, term_weight
+from halp.objectives import AnchorBank, Embeddings, Objective, StepContext, build_objective
+from halp.objectives.moco import KeyQueue, momentum_update
+from halp.schedules import StepWeight
+
+
+class MomentumBranch(nn.Module):
+    """One modality: query encoder, momentum key encoder and key queue (MoCo, Sec. 3.1)."""
+
+    def __init__(
+        self, encoder: Encoder, queue_size: int, dim: int, generator: torch.Generator
+    ) -> None:
+        super().__init__()
+        self.encoder_q = encoder
+        self.encoder_k = copy.deepcopy(encoder)
+        for p in self.encoder_k.parameters():
+            p.requires_grad_(False)
+        self.queue = KeyQueue(queue_size, dim, generator)
+
+
+@dataclass
+class StepOutput:
+    """The loss of one step and its detached parts, for logging."""
+
+    loss: Tensor
+    terms: dict[str, float] = field(default_factory=dict)
+
+
+@torch.no_grad()
+def _gather(x: Tensor) -> Tensor:
+    """Concatenate ``x`` over all processes (identity without torch.distributed)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
+
+
+class PretrainModel(nn.Module):
+    """The branches of a preset's modalities and the objectives of its terms.
+
+    Args:
+        config: The resolved configuration; ``config.method`` names the preset.
+        preset: Overrides the preset looked up from ``config.method``.
+    """
+
+    def __init__(self, config: PretrainConfig, preset: Preset | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.preset = preset or preset_of(config)
+        generator = torch.Generator().manual_seed(config.seed)
+        dim = config.encoder.out_dim
+        queue = config.moco.queue_size
+        self.branches = nn.ModuleDict(
+            {
+                m: MomentumBranch(build_encoder(self.preset.encoder, config), queue, dim, generator)
+                for m in self.preset.modalities
+            }
+        )
+        self.objectives = nn.ModuleDict(
+            {
+                t.objective: build_objective(t.objective, config, self.preset.modalities, dim)
+                for t in self.preset.terms
+            }
+        )
+        self.weights: dict[str, StepWeight] = {
+            t.objective: term_weight(config, t) for t in self.preset.terms
+        }
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The trained modalities, in the preset's order."""
+        return self.preset.modalities
+
+    def branch(self, modality: str) -> MomentumBranch:
+        """The encoders and queue of ``modality``."""
+        branch = self.branches[modality]
+        assert isinstance(branch, MomentumBranch)
+        return branch
+
+    def _branches(self) -> list[tuple[str, MomentumBranch]]:
+        return [(m, self.branch(m)) for m in self.modalities]
+
+    def query_encoder(self, modality: str | None = None) -> Encoder:
+        """The query encoder of ``modality`` (default: the first), used for evaluation."""
+        return self.branch(modality or self.modalities[0]).encoder_q
+
+    def weights_at(self, epoch: int) -> dict[str, float]:
+        """Each term's weight during ``epoch``."""
+        return {name: w.at(epoch) for name, w in self.weights.items()}
+
+    def logged_weights(self, epoch: int) -> dict[str, float]:
+        """The weights that the preset logs as metrics columns (e.g. ``mu``)."""
+        return {
+            t.log_as: self.weights[t.objective].at(epoch)
+            for t in self.preset.terms
+            if t.log_as is not None
+        }
+
+    def _objective(self, name: str) -> Objective:
+        module = self.objectives[name]
+        assert isinstance(module, Objective)
+        return module
+
+    def _active(self, epoch: int) -> list[tuple[str, float]]:
+        return [(name, w) for name, w in self.weights_at(epoch).items() if w != 0.0]
+
+    @torch.no_grad()
+    def prepare_step(self, epoch: int, step: int, generator: torch.Generator | None) -> None:
+        """Run the active objectives' ``prepare`` hooks (call outside DDP, before forward)."""
+        banks: dict[str, AnchorBank] = {m: b.queue for m, b in self._branches()}
+        for name, weight in self._active(epoch):
+            self._objective(name).prepare(banks, StepContext(epoch, step, weight, generator))
+
+    def forward(
+        self,
+        views_q: dict[str, Tensor],
+        views_k: dict[str, Tensor],
+        epoch: int = 0,
+        generator: torch.Generator | None = None,
+        step: int = 0,
+    ) -> StepOutput:
+        """One training step's loss; also updates the key encoders and the queues."""
+        momentum = self.config.moco.momentum
+        queries: dict[str, Tensor] = {}
+        keys: dict[str, Tensor] = {}
+        negatives: dict[str, Tensor] = {}
+        for m, branch in self._branches():
+            queries[m] = F.normalize(branch.encoder_q(views_q[m]), dim=1)  # (B, D)
+            with torch.no_grad():
+                momentum_update(branch.encoder_q, branch.encoder_k, momentum)
+                keys[m] = F.normalize(branch.encoder_k(views_k[m]), dim=1)  # (B, D)
+            negatives[m] = branch.queue.keys.clone()  # (L, D); the enqueue must not touch it
+        banks: dict[str, AnchorBank] = {m: b.queue for m, b in self._branches()}
+        emb = Embeddings(queries, keys, negatives, banks)
+        terms: dict[str, float] = {}
+        loss: Tensor | None = None
+        active = self._active(epoch)
+        for name, weight in active:
+            ctx = StepContext(epoch, step, weight, generator, terms)
+            value = self._objective(name).loss(emb, ctx)
+            if value is not None:
+                loss = weight * value if loss is None else loss + weight * value
+        if loss is None:
+            loss = views_q[self.modalities[0]].new_zeros(())
+        count = 0
+        for m, branch in self._branches():
+            gathered = _gather(keys[m])
+            branch.queue.enqueue(gathered)
+            count = gathered.shape[0]
+        for name, weight in active:
+            self._objective(name).after_enqueue(count, StepContext(epoch, step, weight, generator))
+        terms["loss"] = float(loss.detach())
+        return StepOutput(loss, terms)

@@ -1,0 +1,64 @@
+"""Loss terms that methods compose (paper Sec. 3), and their registry.
+
+Each objective lives in a module named after it: :mod:`~halp.objectives.moco` (InfoNCE,
+the key queue, the momentum update), :mod:`~halp.objectives.halp` (prototypes and the
+HaLP loss, built on :mod:`~halp.objectives.poshal` and
+:mod:`~halp.objectives.prototypes`) and :mod:`~halp.objectives.cmd` (cross-modal mutual
+distillation). A method preset (:mod:`halp.methods`) lists objectives by their registered
+name; :func:`build_objective` makes one for a configuration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from halp.config import PretrainConfig
+from halp.errors import ConfigError
+from halp.objectives.base import AnchorBank, Embeddings, Objective, StepContext
+
+ObjectiveFactory = Callable[[PretrainConfig, tuple[str, ...], int], Objective]
+"""Builds an objective from the configuration, the modalities and the embedding size."""
+
+OBJECTIVES: dict[str, ObjectiveFactory] = {}
+
+
+def register_objective(name: str) -> Callable[[ObjectiveFactory], ObjectiveFactory]:
+    """Decorator: make ``factory`` the objective called ``name`` in method presets."""
+
+    def add(factory: ObjectiveFactory) -> ObjectiveFactory:
+        if name in OBJECTIVES:
+            raise KeyError(f"an objective named {name!r} is already registered")
+        OBJECTIVES[name] = factory
+        return factory
+
+    return add
+
+
+def build_objective(
+    name: str, config: PretrainConfig, modalities: tuple[str, ...], dim: int
+) -> Objective:
+    """The objective ``name`` for ``config``; a ConfigError names unknown ones."""
+    _load_builtin()
+    if name not in OBJECTIVES:
+        raise ConfigError(
+            f"config key 'method' ({config.method!r}): its preset names the objective "
+            f"{name!r}, which is not registered; known: {', '.join(sorted(OBJECTIVES))}"
+        )
+    return OBJECTIVES[name](config, modalities, dim)
+
+
+def _load_builtin() -> None:
+    """Import the shipped objective modules, which register themselves."""
+    from halp.objectives import cmd, halp, moco  # noqa: F401
+
+
+__all__ = [
+    "OBJECTIVES",
+    "AnchorBank",
+    "Embeddings",
+    "Objective",
+    "ObjectiveFactory",
+    "StepContext",
+    "build_objective",
+    "register_objective",
+]

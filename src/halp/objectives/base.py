@@ -1,0 +1,92 @@
+"""What every loss term sees and returns: the contract between a method and its objectives.
+
+A pretraining step encodes each modality's two views (the framework's part, e.g. MoCo's
+query and momentum key encoders) into :class:`Embeddings`; every :class:`Objective` of
+the method's preset then turns them into one unweighted loss term and its diagnostics.
+The model sums ``weight * term`` over the preset's terms (paper Eq. 8 for HaLP:
+``L = L_CL + mu L_HaLP``). Nothing here knows which method is running.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from torch import Tensor, nn
+
+
+class AnchorBank(Protocol):
+    """Recent anchors of one modality: MoCo's key queue is one, a FIFO of anchors another."""
+
+    @property
+    def seen(self) -> Tensor:
+        """How many anchors ever entered the bank (a 0-d long tensor)."""
+        ...
+
+    def recent(self, n: int) -> Tensor:
+        """The ``n`` most recent anchors, (n, D), oldest first."""
+        ...
+
+
+@dataclass
+class Embeddings:
+    """One step's embeddings, per modality, all L2-normalised.
+
+    Attributes:
+        queries: (B, D) outputs of the trained encoder (they carry the gradient).
+        keys: (B, D) detached targets of the same samples (MoCo's momentum keys).
+        negatives: (L, D) a snapshot of each modality's negatives before this step's
+            keys enter the bank (MoCo's queue).
+        banks: each modality's bank of recent anchors (for prototypes).
+    """
+
+    queries: dict[str, Tensor]
+    keys: dict[str, Tensor]
+    negatives: dict[str, Tensor]
+    banks: Mapping[str, AnchorBank]
+
+    @property
+    def modalities(self) -> list[str]:
+        """The modalities in the order of the preset."""
+        return list(self.queries)
+
+
+@dataclass
+class StepContext:
+    """Where training is and what an objective may use or report.
+
+    Attributes:
+        epoch: The 0-based epoch.
+        step: Training steps taken before this one (over all epochs).
+        weight: This term's weight at ``epoch`` (0 means the term is off).
+        generator: The run's seeded generator for objectives that draw at random.
+        terms: Diagnostics to log, name -> value; objectives add theirs.
+    """
+
+    epoch: int
+    step: int
+    weight: float
+    generator: torch.Generator | None = None
+    terms: dict[str, float] = field(default_factory=dict)
+
+
+class Objective(nn.Module):
+    """One loss term of a method; its buffers are saved with the model.
+
+    Subclasses implement :meth:`loss` and may override the two hooks. A term whose weight
+    is 0 in an epoch is not called at all in that epoch (neither hooks nor loss), so an
+    objective switched on late (HaLP's mu, paper Sec. 4.2) leaves the earlier epochs
+    exactly as the method without it.
+    """
+
+    def prepare(self, banks: Mapping[str, AnchorBank], ctx: StepContext) -> None:
+        """Before the step, outside any DistributedDataParallel wrapper (e.g. refresh state)."""
+
+    def loss(self, emb: Embeddings, ctx: StepContext) -> Tensor | None:
+        """The unweighted term for this step, or None when it contributes nothing yet."""
+        raise NotImplementedError
+
+    def after_enqueue(self, count: int, ctx: StepContext) -> None:
+        """After this step's ``count`` anchors (over all processes) entered the banks."""

@@ -1,0 +1,102 @@
+"""Composable objectives: a new loss term is a registered objective plus a preset.
+
+The README's "Adding a method", followed literally for a toy objective that pulls each
+query towards the batch mean of its keys: the objective is defined in this file, a
+preset lists it after InfoNCE with a weight and a start epoch, and training runs it
+without any change to the model's forward.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor
+
+from halp.config import PretrainConfig, load_config
+from halp.data import prepare
+from halp.methods import PRESETS, Preset, Term, preset_of
+from halp.model import PretrainModel
+from halp.objectives import OBJECTIVES, Embeddings, Objective, StepContext, register_objective
+from halp.train import pretrain
+
+
+class ToyPull(Objective):
+    """-mean(q . mean(k)): pull each query towards the batch's mean key."""
+
+    def loss(self, emb: Embeddings, ctx: StepContext) -> Tensor:
+        q, k = emb.queries["joint"], emb.keys["joint"]
+        value = -(q @ k.mean(dim=0)).mean()
+        ctx.terms["loss_toy"] = float(value.detach())
+        return value
+
+
+@pytest.fixture
+def toy_method(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Register the toy objective and a preset `toy` (removed again after the test)."""
+    monkeypatch.setitem(OBJECTIVES, "toy", lambda config, modalities, dim: ToyPull())
+    monkeypatch.setitem(
+        PRESETS,
+        "toy",
+        Preset(
+            "bigru",
+            ("joint",),
+            (Term("infonce"), Term("toy", weight=0.5, start_epoch=1, log_as="toy_weight")),
+        ),
+    )
+    return "toy"
+
+
+@pytest.fixture(scope="module")
+def ntu_data(synth_ntu_raw: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ntu60")
+    prepare.prepare_ntu("ntu60", [synth_ntu_raw], out)
+    return out / "xsub"
+
+
+def test_a_toy_objective_trains_through_a_preset(
+    toy_method: str, ntu_data: Path, tmp_path: Path
+) -> None:
+    config = load_config(
+        PretrainConfig,
+        "builtin:smoke",
+        [f"method={toy_method}", f"data.root={ntu_data}", "optim.epochs=2", "log.knn_every=0"],
+    )
+    pretrain(config, tmp_path / "run")
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert "loss_toy" not in rows[0] and rows[0]["toy_weight"] == 0.0  # off before epoch 1
+    assert "loss_toy" in rows[1] and rows[1]["toy_weight"] == 0.5
+    assert -1.0 <= rows[1]["loss_toy"] <= 1.0
+
+
+def test_the_loss_is_the_weighted_sum_of_the_terms(toy_method: str) -> None:
+    """forward sums weight x term in the preset's order; nothing else enters the loss."""
+    config = load_config(PretrainConfig, "builtin:smoke", [f"method={toy_method}"])
+    torch.manual_seed(0)
+    model = PretrainModel(config)
+    g = torch.Generator().manual_seed(1)
+    views = {"joint": torch.randn(8, 3, 16, 25, 2, generator=g)}
+    keys = {"joint": torch.randn(8, 3, 16, 25, 2, generator=g)}
+    out = model(views, keys, epoch=1, generator=g)
+    expected = out.terms["loss_cl_joint"] + 0.5 * out.terms["loss_toy"]
+    assert out.loss.item() == pytest.approx(expected, rel=1e-6)
+    assert preset_of(config).uses("toy") and not preset_of(config).halp
+
+
+def test_an_unregistered_objective_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from halp.errors import ConfigError
+
+    monkeypatch.setitem(PRESETS, "broken", Preset("bigru", ("joint",), (Term("nope"),)))
+    config = load_config(PretrainConfig, "builtin:smoke", ["method=broken"])
+    with pytest.raises(ConfigError, match="'nope'"):
+        PretrainModel(config)
+
+
+def test_register_objective_refuses_a_duplicate_name() -> None:
+    from halp.objectives import build_objective
+
+    build_objective("infonce", PretrainConfig(), ("joint",), 16)  # loads the built-ins
+    with pytest.raises(KeyError, match="infonce"):
+        register_objective("infonce")(lambda config, modalities, dim: ToyPull())
