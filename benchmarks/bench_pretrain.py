@@ -37,6 +37,7 @@ def make_config(args: argparse.Namespace, method: str) -> PretrainConfig:
         config.encoder.hidden_size = args.hidden
         config.encoder.proj_hidden = 2 * args.hidden
     config.halp.mu_start_epoch = 0
+    config.halp.kmeans_backend = args.kmeans_backend
     config.optim.batch_size = args.batch
     return config
 
@@ -138,12 +139,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument(
+        "--kmeans-backend",
+        choices=("torch", "geomstats"),
+        default="torch",
+        help="prototype clustering (the paper used geomstats; torch is the package default)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
     size = "full size (1024 x 3)" if args.full else f"hidden {args.hidden} x 3"
     print(
         f"device {args.device}, encoder {size}, batch {args.batch} x {args.frames} frames, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"k-means backend {args.kmeans_backend}"
     )
     step = time_methods(args)
     for method, seconds in step.items():
@@ -171,6 +179,7 @@ def main() -> None:
                 "batch": args.batch,
                 "frames": args.frames,
                 "torch": torch.__version__,
+                "kmeans_backend": args.kmeans_backend,
             },
         )
 

@@ -62,11 +62,12 @@ def test_linear_probe_result_and_provenance(
     checkpoint: Path, prepared: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "res" / "ntu60_xsub_halp_linear.json"
-    result = evaluate(eval_config(checkpoint, prepared / "ntu60" / "xsub"), out)
+    result = evaluate(eval_config(checkpoint, prepared / "ntu60" / "xsub", "lr_preset=cmd"), out)
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     m = result["metrics"]
     assert 0 <= m["top1"] <= 100 and m["top1"] <= m["best_on_test"]
     assert m["lr"] == 0.1  # the CMD preset
+    assert m["lr_preset"] == "cmd"
     assert len(m["runs"][0]["history"]) == 2
     assert (result["protocol"], result["dataset"], result["benchmark"]) == (
         "linear",
@@ -103,6 +104,35 @@ def test_lr_presets(checkpoint: Path, prepared: Path, tmp_path: Path) -> None:
         0.001,
         0.02,
     )
+    # the default: the rate behind the method's published rows (a HaLP checkpoint here)
+    default = evaluate(
+        eval_config(checkpoint, prepared / "pku2" / "xsub", "epochs=1"), tmp_path / "d.json"
+    )
+    assert (default["metrics"]["lr"], default["metrics"]["lr_preset"]) == (0.001, "halp")
+
+
+@pytest.mark.parametrize(
+    "method,dataset,expected",
+    [
+        ("baseline", "ntu60", (0.005, "halp")),
+        ("halp", "ntu120", (0.005, "halp")),
+        ("halp_cmd", "pku2", (0.001, "halp")),
+        ("cmd", "ntu60", (0.1, "cmd")),
+        ("cmd", "pku2", (0.1, "cmd")),
+    ],
+)
+def test_published_lr_preset_follows_the_method(
+    method: str, dataset: str, expected: tuple[float, str]
+) -> None:
+    """Each published cell is reproduced with the learning rate that produced it."""
+    from halp.evaluate import protocol_lr
+
+    config = load_config(EvalConfig, None, ["protocol=linear"])
+    assert protocol_lr(config, dataset, method) == expected
+    other = load_config(EvalConfig, None, ["protocol=linear", "lr_preset=cmd"])
+    assert protocol_lr(other, dataset, method) == (0.1, "cmd")  # one key away
+    semi = load_config(EvalConfig, None, ["protocol=semi", "label_fraction=0.1"])
+    assert protocol_lr(semi, dataset, method) == (0.01, "finetune")
 
 
 def test_loading_guard_and_frozen_encoder_guard(checkpoint: Path, prepared: Path) -> None:
@@ -199,6 +229,9 @@ def test_transfer_takes_the_class_count_of_the_target(
     )
     assert (result["dataset"], result["pretrained_on"]) == ("pku2", "ntu60")
     assert result["metrics"]["lr"] == 0.01
+    run = result["metrics"]["runs"][0]
+    assert run["classes"] == 51  # PKU-MMD II's classes, not the checkpoint's 60
+    assert run["trainable_tensors"] > 2  # the whole network is fine-tuned
     with pytest.raises(EvaluationError, match="transfer needs a target other than"):
         evaluate(
             eval_config(checkpoint, prepared / "ntu60" / "xsub", "protocol=transfer"),
@@ -212,6 +245,41 @@ def test_knn_protocol(checkpoint: Path, prepared: Path, tmp_path: Path) -> None:
         tmp_path / "k.json",
     )
     assert result["metrics"]["k"] == 3 and 0 <= result["metrics"]["top1"] <= 100
+    # the same protocol written out with scikit-learn on independently extracted features
+    neighbors = pytest.importorskip("sklearn.neighbors")
+    from halp.eval.knn import extract_features
+
+    model = classifier_from_checkpoint(load_checkpoint(checkpoint), "joint", 60)
+    splits = [load_split(prepared / "ntu60" / "xsub", part) for part in ("train", "test")]
+    (g, gl), (f, fl) = (
+        extract_features(
+            model.encoder,
+            ClassificationDataset(s, "joint", train=False, out_frames=16, seed=42),
+        )
+        for s in splits
+    )
+    knn = neighbors.KNeighborsClassifier(n_neighbors=3, metric="cosine").fit(g.numpy(), gl)
+    expected = 100.0 * float((knn.predict(f.numpy()) == fl.numpy()).mean())
+    assert result["metrics"]["top1"] == pytest.approx(expected, abs=1e-4)  # float32 percent
+
+
+@pytest.mark.parametrize("protocol,trainable", [("linear", 2), ("finetune", None), ("semi", None)])
+def test_only_the_linear_probe_freezes_the_encoder(
+    checkpoint: Path, prepared: Path, tmp_path: Path, protocol: str, trainable: int | None
+) -> None:
+    extra = ["label_fraction=0.5"] if protocol == "semi" else []
+    result = evaluate(
+        eval_config(
+            checkpoint, prepared / "ntu60" / "xsub", f"protocol={protocol}", "epochs=1", *extra
+        ),
+        tmp_path / f"{protocol}.json",
+    )
+    run = result["metrics"]["runs"][0]
+    assert run["classes"] == 60
+    if trainable is None:
+        assert run["trainable_tensors"] > 2
+    else:
+        assert run["trainable_tensors"] == trainable
 
 
 def test_bad_inputs(checkpoint: Path, prepared: Path, tmp_path: Path) -> None:

@@ -134,3 +134,14 @@ def test_readers_group_by_benchmark(tmp_path: Path):
     write_semi(results, "ntu60_xview_cmd_semi10", 50.0, 2.0)
     write_semi(results, "ntu60_xview_cmd_semi1", 20.0, 1.0)
     assert read_semi(results) == {"ntu60_xview": {"CMD": [(1, 20.0, 1.0), (10, 50.0, 2.0)]}}
+
+
+def test_health_figure_is_drawn_from_the_logged_probe_metrics(tmp_path: Path) -> None:
+    rows = pretrain_rows("halp")
+    for row in rows:
+        row.update(cos_joint=0.1 * row["epoch"], uniform_joint=-3.0, align_joint=0.5)
+    write_run(tmp_path / "runs", "ntu60_xsub_halp", rows)
+    write_run(tmp_path / "runs", "ntu60_xsub_baseline", pretrain_rows("baseline"))
+    written = build_figures(tmp_path / "runs", tmp_path / "results", tmp_path / "fig")
+    names = {p.name for p in written}
+    assert {"health_ntu60_xsub.png", "health_ntu60_xsub.pdf"} <= names

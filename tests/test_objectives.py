@@ -17,6 +17,7 @@ from torch import Tensor
 
 from halp.config import PretrainConfig, load_config
 from halp.data import prepare
+from halp.errors import ConfigError
 from halp.methods import PRESETS, Preset, Term, preset_of
 from halp.model import PretrainModel
 from halp.objectives import OBJECTIVES, Embeddings, Objective, StepContext, register_objective
@@ -100,3 +101,103 @@ def test_register_objective_refuses_a_duplicate_name() -> None:
     build_objective("infonce", PretrainConfig(), ("joint",), 16)  # loads the built-ins
     with pytest.raises(KeyError, match="infonce"):
         register_objective("infonce")(lambda config, modalities, dim: ToyPull())
+
+
+# ---------------------------------------------------------------- HaLP as an objective
+
+
+def _halp_model(*overrides: str) -> PretrainModel:
+    config = load_config(
+        PretrainConfig,
+        "builtin:smoke",
+        [
+            "method=halp",
+            "halp.mu_start_epoch=0",
+            "halp.top_k=8",
+            "halp.num_prototypes=4",
+            *overrides,
+        ],
+    )
+    torch.manual_seed(0)
+    return PretrainModel(config)
+
+
+def _views(seed: int, batch: int = 8) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    return (
+        {"joint": torch.randn(batch, 3, 16, 25, 2, generator=g)},
+        {"joint": torch.randn(batch, 3, 16, 25, 2, generator=g)},
+    )
+
+
+def test_prototypes_come_from_the_most_recent_keys() -> None:
+    """Old keys fill most of the queue's first slots; the prototypes must follow the new."""
+    from halp.objectives.halp import Prototypes, refresh_prototypes
+    from halp.objectives.moco import KeyQueue
+
+    g = torch.Generator().manual_seed(0)
+    old_dir, new_dir = torch.eye(8)[0], torch.eye(8)[1]
+    queue = KeyQueue(64, 8, g)
+    queue.enqueue(torch.nn.functional.normalize(old_dir + 0.05 * torch.randn(48, 8, generator=g)))
+    queue.enqueue(torch.nn.functional.normalize(new_dir + 0.05 * torch.randn(32, 8, generator=g)))
+    # slots 0..15 and 48..63 now hold new keys, 16..47 old ones: keys[:32] would be mixed
+    protos = Prototypes(2, 8)
+    options = load_config(PretrainConfig, None, ["halp.top_k=32", "halp.num_prototypes=2"]).halp
+    refresh_prototypes([protos], [queue], options, torch.Generator().manual_seed(1))
+    assert bool(protos.ready)
+    assert (protos.centres @ new_dir).min() > 0.95
+
+
+def test_prototypes_are_refreshed_every_refresh_every_steps() -> None:
+    model = _halp_model("halp.refresh_every=2")
+    halp = model.objectives["halp"]
+    generator = torch.Generator().manual_seed(0)
+    model(*_views(99), epoch=0, generator=generator)  # 8 keys: the queue has seen top_k
+    changed = []
+    previous = halp.prototypes["joint"].centres.clone()
+    for step in range(6):
+        model.prepare_step(0, step, generator)
+        now = halp.prototypes["joint"].centres.clone()
+        changed.append(not torch.equal(now, previous))
+        previous = now
+        q, k = _views(step)
+        model(q, k, epoch=0, generator=generator, step=step)  # new keys enter the queue
+    # steps 0, 2, 4 refresh (the queue content changes every step)
+    assert changed == [True, False, True, False, True, False]
+
+
+@pytest.mark.parametrize("anchor", ["key", "query"])
+def test_the_anchor_option_reaches_posHal(anchor: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import halp.objectives.halp as halp_module
+
+    seen = {}
+    original = halp_module.halp_term
+
+    def spy(query, anchor_, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen["query"], seen["anchor"] = query.detach().clone(), anchor_.clone()
+        return original(query, anchor_, *args, **kwargs)
+
+    monkeypatch.setattr(halp_module, "halp_term", spy)
+    model = _halp_model(f"halp.anchor={anchor}")
+    generator = torch.Generator().manual_seed(0)
+    q, k = _views(0)
+    model(q, k, epoch=0, generator=generator)  # fills the queue: prototypes become ready
+    model.prepare_step(0, 1, generator)
+    out = model(q, k, epoch=0, generator=generator, step=1)
+    assert "loss_halp_joint" in out.terms
+    is_query = torch.equal(seen["anchor"], seen["query"])
+    assert is_query == (anchor == "query")
+
+
+def test_qk_slerp_generator_through_the_model() -> None:
+    model = _halp_model("halp.generator=qk_slerp")
+    generator = torch.Generator().manual_seed(0)
+    q, k = _views(0)
+    model(q, k, epoch=0, generator=generator)
+    model.prepare_step(0, 1, generator)
+    out = model(q, k, epoch=0, generator=generator, step=1)
+    assert out.terms["halp_keep_joint"] == 1.0  # no rank filter
+    assert "halp_t_star_joint" not in out.terms  # no t*
+    assert out.terms["loss_halp_joint"] < 0
+    with pytest.raises(ConfigError, match="qk_slerp"):
+        _halp_model("halp.generator=qk_slerp", "halp.anchor=query")

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from halp.objectives.poshal import (
+    FIXED_DELTA,
+    REFERENCE_NEAREST,
     Hallucination,
     closest_prototype,
     hallucinate,
@@ -217,9 +219,13 @@ def test_reference_tc_is_uniform_between_1_minus_lambda_and_1() -> None:
     torch.testing.assert_close(torch.quantile(ratio, qs), 1 - lam + lam * qs, atol=0.005, rtol=0)
 
 
-def test_fixed_tc_is_t_star_and_bad_arguments() -> None:
-    ts = torch.rand(4, 5, generator=gen(0))
-    assert torch.equal(sample_tc(ts, 0.8, gen(1), mode="fixed"), ts)
+def test_fixed_tc_is_just_inside_t_star_and_bad_arguments() -> None:
+    """The "t_c = t* only" ablation stays FIXED_DELTA inside p*'s cell (issue: at t* exactly
+    the rank filter decides a tie by rounding), never below 0."""
+    ts = torch.tensor([[0.0, 0.005, 0.01, 0.5, 1.0]])
+    fixed = sample_tc(ts, 0.8, gen(1), mode="fixed")
+    torch.testing.assert_close(fixed, torch.tensor([[0.0, 0.0, 0.0, 0.49, 0.99]]))
+    assert FIXED_DELTA == 0.01
     with pytest.raises(ValueError, match="lambda"):
         sample_tc(ts, 1.5, gen(1))
     with pytest.raises(ValueError, match="unknown t_c sampling"):
@@ -392,3 +398,48 @@ def test_hallucinate_is_deterministic_and_shaped() -> None:
     torch.testing.assert_close(a.t_star, t_star(anchor, protos[a.closest], p_sel))
     torch.testing.assert_close(a.h, slerp(anchor.unsqueeze(1), p_sel, a.t_c))
     assert torch.equal(a.keep, rank_filter(a.h, protos, a.closest))
+
+
+def clustered(seed: int, anchors: int = 256, prototypes: int = 20, d: int = 128):
+    """Anchors clustered around prototypes, as after training (a k-means of the anchors)."""
+    g = gen(seed)
+    centres = unit(g, prototypes, d, dtype=torch.float32)
+    owner = torch.randint(prototypes, (anchors,), generator=g)
+    noise = 0.35 * torch.randn(anchors, d, generator=g) / math.sqrt(d)
+    return F.normalize(centres[owner] + noise, dim=-1), centres
+
+
+@pytest.mark.parametrize("mode", ["paper", "reference", "fixed"])
+def test_every_tc_mode_keeps_its_positives_through_the_rank_filter(mode: str) -> None:
+    """Through the whole of PosHal (t*, t_c, slerp, filter): every mode keeps nearly all
+    positives on clustered data. At t_c = t* exactly about half were lost to rounding."""
+    anchors, centres = clustered(0)
+    out = hallucinate(anchors, centres, 100, 0.8, gen(1), tc_sampling=mode)  # type: ignore[arg-type]
+    keep = out.keep.float().mean().item()
+    assert keep >= 0.95, (mode, keep)
+    at_t_star = rank_filter(
+        slerp(anchors[:, None], centres[out.selected], out.t_star), centres, out.closest
+    )
+    assert at_t_star.float().mean().item() < 0.8  # the tie that FIXED_DELTA avoids
+
+
+def test_reference_psel_draws_among_the_nearest_after_p_star() -> None:
+    """psel="reference": P_sel among the 20 prototypes nearest the anchor after p* (the
+    authors' code); "paper": among all N - 1. Identical sets for N <= 21."""
+    g = gen(3)
+    anchors, protos = unit(g, 64, 16), unit(g, 40, 16)
+    sim = anchors @ protos.T
+    closest = sim.argmax(dim=1)
+    ref = select_other_prototypes(closest, 40, 300, gen(4), sim, REFERENCE_NEAREST)
+    rank = sim.argsort(dim=1, descending=True).argsort(dim=1)  # 0 = p*
+    ranks = rank.gather(1, ref)
+    assert ranks.min() == 1 and ranks.max() == REFERENCE_NEAREST  # ranks 2..21, p* never
+    assert len(torch.unique(ranks)) == REFERENCE_NEAREST  # all 20 candidates drawn
+    paper = select_other_prototypes(closest, 40, 300, gen(4))
+    assert rank.gather(1, paper).max() > REFERENCE_NEAREST  # the paper reaches further
+    small_sim = sim[:, :21]
+    c21 = small_sim.argmax(dim=1)
+    few = select_other_prototypes(c21, 21, 500, gen(5), small_sim, REFERENCE_NEAREST)
+    assert set(few.unique().tolist()) == set(range(21)) and (few != c21[:, None]).all()
+    out = hallucinate(anchors, protos, 50, 0.8, gen(6), psel="reference")
+    assert rank.gather(1, out.selected).max() <= REFERENCE_NEAREST

@@ -364,3 +364,17 @@ def test_published_numbers_match_reference():
         "halp-anchorq": "77.9",
         "halp-qkslerp": "77.92",
     }
+
+
+def test_linear_table_says_which_learning_rate_each_method_used(tmp_path: Path) -> None:
+    res = tmp_path / "results"
+    res.mkdir()
+    write_result(res, "ntu60_xsub_halp_linear", 79.9, lr=0.005)
+    write_result(res, "pku2_xsub_halp_linear", 43.0, lr=0.001)
+    write_result(res, "ntu60_xsub_cmd_linear", 79.0, lr=0.1)
+    build_tables(res, tmp_path / "tables")
+    text = (tmp_path / "tables" / "table1_linear.md").read_text()
+    assert "Rates of the reproduced cells: HaLP 0.001, 0.005; CMD 0.1." in text
+    assert "0.1 for CMD (CMD's protocol)" in text
+    knn = (tmp_path / "tables" / "table2_knn.md").read_text()
+    assert "Rates of the reproduced cells" not in knn

@@ -143,7 +143,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ddp_worker(rank: int, world: int, port: int, data: str, run: str) -> None:
+def _ddp_worker(
+    rank: int, world: int, port: int, data: str, run: str, epochs: int = 2, resume: bool = False
+) -> None:
     os.environ.update(
         RANK=str(rank),
         WORLD_SIZE=str(world),
@@ -155,7 +157,7 @@ def _ddp_worker(rank: int, world: int, port: int, data: str, run: str) -> None:
     config = load_config(
         PretrainConfig,
         SMOKE,
-        [f"data.root={data}", "optim.epochs=2", "log.knn_every=0", "method=halp"],
+        [f"data.root={data}", f"optim.epochs={epochs}", "log.knn_every=0", "method=halp"],
     )
     import halp.train as train
 
@@ -167,11 +169,13 @@ def _ddp_worker(rank: int, world: int, port: int, data: str, run: str) -> None:
     ) -> None:
         original(self, epoch, step, generator)
         captured["model"] = self
+        captured["generator"] = generator
 
     PretrainModel.prepare_step = prepare  # type: ignore[method-assign]
-    train.pretrain(config, Path(run))
+    train.pretrain(config, Path(run), resume=resume)
     model = captured["model"]
     state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["_halp_generator"] = captured["generator"].get_state()
     torch.save(state, Path(run) / f"rank{rank}.pt")
     torch.distributed.destroy_process_group()
 
@@ -188,7 +192,7 @@ def test_ddp_two_processes_agree(ntu_data: Path, tmp_path: Path) -> None:
     b = torch.load(tmp_path / "rank1.pt", weights_only=True)
     # parameters, queues, pointers and prototypes agree; BatchNorm running statistics are
     # per process on CPU (SyncBatchNorm is used on CUDA only), so they are not compared
-    compared = [k for k in a if "running_" not in k]
+    compared = [k for k in a if "running_" not in k and not k.startswith("_")]
     assert len(compared) > 20
     for key in compared:
         assert torch.equal(a[key], b[key]), key
@@ -196,6 +200,40 @@ def test_ddp_two_processes_agree(ntu_data: Path, tmp_path: Path) -> None:
     assert int(a["branches.joint.queue.seen"]) == 2 * 3 * 8
     assert bool(a["objectives.halp.prototypes.joint.ready"])
     assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 2
+    assert not torch.equal(a["_halp_generator"], b["_halp_generator"])  # own streams per rank
+
+
+def _ddp(data: Path, run: Path, epochs: int, resume: bool = False) -> None:
+    mp.start_processes(
+        _ddp_worker,
+        args=(2, _free_port(), str(data), str(run), epochs, resume),
+        nprocs=2,
+        join=True,
+        start_method="spawn",
+    )
+
+
+def test_ddp_resume_is_bit_identical_on_every_rank(ntu_data: Path, tmp_path: Path) -> None:
+    """2 epochs straight == 1 epoch + resume + 1 epoch, on both processes.
+
+    HaLP switches on in epoch 1 (smoke config), so the resumed epoch draws P_sel and t_c
+    from each process's restored generator; restoring process 0's streams everywhere
+    would make the processes draw the same positives and change the result.
+    """
+    _ddp(ntu_data, tmp_path / "straight", epochs=2)
+    _ddp(ntu_data, tmp_path / "resumed", epochs=1)
+    _ddp(ntu_data, tmp_path / "resumed", epochs=2, resume=True)
+    per_rank = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["rng"]["per_rank"]
+    assert len(per_rank) == 2 and not torch.equal(per_rank[0]["halp"], per_rank[1]["halp"])
+    for rank in (0, 1):
+        a = torch.load(tmp_path / "straight" / f"rank{rank}.pt", weights_only=True)
+        b = torch.load(tmp_path / "resumed" / f"rank{rank}.pt", weights_only=True)
+        # process 1's BatchNorm running statistics are its own on CPU and not checkpointed
+        # (they never enter training: BatchNorm uses batch statistics in train mode)
+        keys = [k for k in a if rank == 0 or "running_" not in k]
+        assert len(keys) > 20
+        different = [k for k in keys if not torch.equal(a[k], b[k])]
+        assert not different, (rank, different)
 
 
 def test_halp_before_mu_start_is_exactly_the_baseline(ntu_data: Path, tmp_path: Path) -> None:

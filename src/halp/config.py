@@ -97,6 +97,8 @@ class HalpConfig:
     # keys enqueued after mu switches on before positives are generated (reference: 2 L + 1)
     warmup_samples: int = 0
     tc_sampling: Literal["paper", "reference", "fixed"] = "paper"
+    # P_sel among all N - 1 other prototypes (paper) or the 20 nearest after p* (reference)
+    psel: Literal["paper", "reference"] = "paper"
     t_star: Literal["paper", "reference"] = "paper"  # reference: plain atan, as the code
     anchor: Literal["key", "query"] = "key"
     generator: Literal["prototype", "qk_slerp"] = "prototype"
@@ -167,11 +169,21 @@ class LogConfig:
     knn_every: int = 5  # epochs between kNN evaluations (0: never)
     save_every: int = 50  # keep checkpoint_XXXX.pt every this many epochs (0: latest only)
     progress: bool = True  # tqdm bar
+    # representation health (halp.eval.health) on this many fixed training clips (0: off)
+    health_samples: int = 256
+    collapse_cosine: float = 0.8  # warn when the probe's mean pairwise cosine exceeds this
 
     def __post_init__(self) -> None:
         """Check value ranges when the configuration is built, before any training."""
         _require(self.knn_every >= 0, "log.knn_every", self.knn_every, "0 (never) or more")
         _require(self.save_every >= 0, "log.save_every", self.save_every, "0 (latest only) or more")
+        _require(self.health_samples >= 0, "log.health_samples", self.health_samples, "0 or more")
+        _require(
+            -1.0 <= self.collapse_cosine <= 1.0,
+            "log.collapse_cosine",
+            self.collapse_cosine,
+            "in [-1, 1]",
+        )
 
 
 @dataclasses.dataclass
@@ -223,7 +235,9 @@ class EvalConfig:
     frames: int = 64
     # classifier fitting (linear, semi, finetune, transfer)
     lr: float | None = None  # None: from lr_preset
-    lr_preset: Literal["cmd", "halp"] = "cmd"  # linear: cmd 0.1, halp 0.005 NTU / 0.001 PKU
+    # linear: "published" = the preset of the protocol behind the method's published rows
+    # (halp.methods.Preset.linear_lr); cmd 0.1; halp 0.005 NTU / 0.001 PKU
+    lr_preset: Literal["published", "cmd", "halp"] = "published"
     momentum: float = 0.9
     weight_decay: float = 0.0
     batch_size: int = 64

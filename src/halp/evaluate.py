@@ -27,7 +27,7 @@ from halp.errors import EvaluationError
 from halp.eval.classifier import Classifier, fit_classifier, label_subset
 from halp.eval.knn import knn_top1
 from halp.io import atomic_write_json, sha256_of
-from halp.methods import FINETUNE_LR, LINEAR_LR, preset_of
+from halp.methods import FINETUNE_LR, PRESETS, linear_lr, preset_of
 from halp.runtime import provenance, resolve_device
 
 log = logging.getLogger(__name__)
@@ -95,15 +95,22 @@ def _splits(config: EvalConfig) -> tuple[SkeletonSplit, SkeletonSplit, int]:
     return train, test, num_classes
 
 
-def linear_lr(config: EvalConfig, dataset: str) -> float:
-    """The learning rate of a protocol: ``lr`` if set, else the preset's for ``dataset``."""
+def protocol_lr(config: EvalConfig, dataset: str, method: str) -> tuple[float, str]:
+    """The learning rate of a protocol and where it comes from.
+
+    ``lr`` if set; else, for the linear probe, the ``lr_preset`` (``published``: the one
+    behind ``method``'s published rows, :attr:`halp.methods.Preset.linear_lr`); else the
+    fine-tuning rate of CMD's protocol.
+    """
     if config.lr is not None:
-        return config.lr
+        return config.lr, "lr"
     if config.protocol != "linear":
-        return FINETUNE_LR
-    if config.lr_preset == "cmd":
-        return LINEAR_LR["cmd"]
-    return LINEAR_LR["halp_pku" if dataset.startswith("pku") else "halp_ntu"]
+        return FINETUNE_LR, "finetune"
+    preset = config.lr_preset
+    if preset == "published":
+        known = PRESETS.get(method)
+        preset = known.linear_lr if known is not None else "cmd"
+    return linear_lr(preset, dataset), preset
 
 
 def evaluate(config: EvalConfig, out: Path) -> dict[str, Any]:
@@ -138,7 +145,7 @@ def evaluate(config: EvalConfig, out: Path) -> dict[str, Any]:
         )
         metrics: dict[str, Any] = {"top1": top1, "k": config.k}
     else:
-        lr = linear_lr(config, dataset)
+        lr, lr_source = protocol_lr(config, dataset, pre.method)
         runs = []
         for repeat in range(config.repeats):
             seed = config.seed + repeat
@@ -160,6 +167,7 @@ def evaluate(config: EvalConfig, out: Path) -> dict[str, Any]:
             "top1_std": float(np.std(finals)),
             "best_on_test": float(np.mean([r["best_on_test"] for r in runs])),
             "lr": lr,
+            "lr_preset": lr_source,
             "runs": runs,
         }
     result = {

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from halp.config import PretrainConfig, to_dict
 from halp.errors import ConfigError
@@ -54,12 +54,16 @@ class Preset:
         modalities: The modalities trained, each with its own encoders and queue.
         terms: The loss terms, summed in this order.
         label: How tables and figures name the method (e.g. ``HaLP+CMD``).
+        linear_lr: The linear-probe learning-rate preset of the protocol behind the
+            method's published rows (:data:`LINEAR_LR`): ``halp`` for the rows the HaLP
+            authors evaluated (0.005 NTU / 0.001 PKU), ``cmd`` for CMD's own (0.1).
     """
 
     encoder: str
     modalities: tuple[str, ...]
     terms: tuple[Term, ...]
     label: str = ""
+    linear_lr: Literal["cmd", "halp"] = "halp"
 
     def uses(self, objective: str) -> bool:
         """Whether one of the terms is ``objective``."""
@@ -83,7 +87,7 @@ _HALP = Term("halp", weight="halp.mu", start_epoch="halp.mu_start_epoch", log_as
 PRESETS: dict[str, Preset] = {
     "baseline": Preset("bigru", ("joint",), (_INFONCE,), "Baseline"),
     "halp": Preset("bigru", ("joint",), (_INFONCE, _HALP), "HaLP"),
-    "cmd": Preset("bigru", MODALITIES, (_INFONCE, _CMD), "CMD"),
+    "cmd": Preset("bigru", MODALITIES, (_INFONCE, _CMD), "CMD", linear_lr="cmd"),
     "halp_cmd": Preset("bigru", MODALITIES, (_INFONCE, _CMD, _HALP), "HaLP+CMD"),
 }
 """Every method, by the name the ``method`` config key and the results files use."""
@@ -92,7 +96,17 @@ FINETUNE_LR = 0.01
 """Learning rate of semi-supervised, fine-tuning and transfer evaluation (CMD's protocol)."""
 
 LINEAR_LR = {"cmd": 0.1, "halp_ntu": 0.005, "halp_pku": 0.001}
-"""Linear-probe learning rates: CMD's protocol, and the authors' HaLP scripts per dataset."""
+"""Linear-probe learning rates: CMD's protocol, and the authors' HaLP scripts per dataset.
+
+The HaLP+CMD rows are our reading: the HaLP authors evaluated them, so they get the HaLP
+scripts' rates like the Baseline and HaLP rows; CMD's rows are CMD's published protocol."""
+
+
+def linear_lr(preset_name: str, dataset: str) -> float:
+    """A linear-probe learning rate: preset ``cmd`` or ``halp`` (per dataset)."""
+    if preset_name == "cmd":
+        return LINEAR_LR["cmd"]
+    return LINEAR_LR["halp_pku" if dataset.startswith("pku") else "halp_ntu"]
 
 
 def preset_of(config: PretrainConfig) -> Preset:

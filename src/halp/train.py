@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
@@ -37,14 +38,15 @@ from halp.checkpoint import (
     publish_final,
     save_checkpoint,
 )
-from halp.config import OptimConfig, PretrainConfig, to_dict
+from halp.config import OptimConfig, PretrainConfig, from_dict, to_dict
 from halp.data.loaders import PretrainDataset, make_loader
 from halp.data.storage import load_split
 from halp.errors import CheckpointError, ConfigError, TrainingDiverged
+from halp.eval.health import alignment, mean_cosine, uniformity
 from halp.eval.knn import knn_top1
 from halp.io import atomic_write_text
 from halp.model import PretrainModel
-from halp.runtime import setup_process
+from halp.runtime import Process, setup_process
 from halp.schedules import step_lr
 
 log = logging.getLogger(__name__)
@@ -110,6 +112,96 @@ def _wandb(config: PretrainConfig, run_dir: Path) -> Any:
 # ---------------------------------------------------------------------- the loop
 
 
+def _rng_states(proc: Process, generator: torch.Generator) -> list[dict[str, torch.Tensor]]:
+    """Every process's random states (torch's global one and the run's generator)."""
+    mine = {"torch": torch.get_rng_state(), "halp": generator.get_state()}
+    if proc.world_size == 1:
+        return [mine]
+    states: list[Any] = [None] * proc.world_size
+    dist.all_gather_object(states, mine)
+    return states
+
+
+def _own_rng_state(rng: dict[str, Any], proc: Process) -> dict[str, torch.Tensor] | None:
+    """This process's saved random states, or None when the checkpoint has none for it."""
+    per_rank = rng.get("per_rank")
+    if per_rank is not None and len(per_rank) == proc.world_size:
+        return per_rank[proc.rank]
+    if proc.world_size > 1:
+        log.warning(
+            "the checkpoint holds random states for %s process(es) and this run has %d: "
+            "process %d %s; the resumption is not bit-identical",
+            len(per_rank) if per_rank is not None else "1",
+            proc.world_size,
+            proc.rank,
+            "takes the saved states of process 0" if proc.is_main else "restarts its streams",
+        )
+    return {"torch": rng["torch"], "halp": rng["halp"]} if proc.is_main else None
+
+
+def _with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's configuration with keys added since it was written at their defaults."""
+    return to_dict(from_dict(PretrainConfig, saved))
+
+
+class HealthProbe:
+    """Fixed pairs of views of the first training clips, embedded once per epoch.
+
+    The views are drawn once (from their own seed, so training draws nothing less or
+    more) and kept; each epoch the query encoders embed them in eval mode without
+    gradient, which changes no parameter, statistic or random state. Logs
+    ``align_<m>``, ``uniform_<m>`` and ``cos_<m>`` (:mod:`halp.eval.health`) and warns when
+    the mean cosine passes ``log.collapse_cosine``.
+    """
+
+    def __init__(self, dataset: PretrainDataset, samples: int, seed: int) -> None:
+        probe = PretrainDataset(
+            dataset.split,
+            modality=list(dataset.modalities),
+            augmentation=dataset.augmentation,
+            scale=dataset.scale,
+            out_frames=dataset.out_frames,
+            seed=seed + 104729,
+        )
+        pairs = [probe[i][:2] for i in range(min(samples, len(probe)))]
+        self.views: list[dict[str, torch.Tensor]] = [
+            {m: torch.stack([pair[v][m] for pair in pairs]) for m in dataset.modalities}
+            for v in (0, 1)
+        ]
+
+    @torch.no_grad()
+    def measure(self, model: PretrainModel, device: torch.device) -> dict[str, float]:
+        """This epoch's health metrics, per modality."""
+        row: dict[str, float] = {}
+        for m in model.modalities:
+            encoder = model.query_encoder(m)
+            was_training = encoder.training
+            encoder.eval()
+            try:
+                a, b = (encoder(v[m].to(device)).float().cpu() for v in self.views)
+            finally:
+                encoder.train(was_training)
+            row[f"align_{m}"] = alignment(a, b)
+            row[f"uniform_{m}"] = uniformity(a)
+            row[f"cos_{m}"] = mean_cosine(a)
+        return row
+
+
+def _warn_collapse(row: dict[str, Any], threshold: float, epoch: int) -> None:
+    for key, value in row.items():
+        if key.startswith("cos_") and math.isfinite(value) and value > threshold:
+            log.warning(
+                "epoch %d: the %s embedding may be collapsing: the mean pairwise cosine of the "
+                "probe clips is %.3f (> log.collapse_cosine %.2f; healthy runs stay near 0). "
+                "If a HaLP term is on, try a smaller halp.mu (see the README, 'Representation "
+                "health').",
+                epoch,
+                key.removeprefix("cos_"),
+                value,
+                threshold,
+            )
+
+
 def _knn(
     model: PretrainModel, train: Any, test: Any, config: PretrainConfig, device: torch.device
 ) -> float:
@@ -160,7 +252,7 @@ def pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False) -> dic
         payload = load_checkpoint(ckpt_path)
         changes = [
             k
-            for k in config_changes(payload["config"], to_dict(config))
+            for k in config_changes(_with_defaults(payload["config"]), to_dict(config))
             if not k.startswith(RESUMABLE_CHANGES)
         ]
         if changes:
@@ -170,8 +262,10 @@ def pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False) -> dic
             )
         model.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
-        torch.set_rng_state(payload["rng"]["torch"])
-        generator.set_state(payload["rng"]["halp"])
+        mine = _own_rng_state(payload["rng"], proc)
+        if mine is not None:
+            torch.set_rng_state(mine["torch"])
+            generator.set_state(mine["halp"])
         start_epoch = int(payload["epoch"])
         log.info("resuming %s from epoch %d", run_dir, start_epoch)
     elif ckpt_path.exists():
@@ -188,6 +282,11 @@ def pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False) -> dic
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     metrics = MetricsLog(run_dir, keep_before=start_epoch) if proc.is_main else None
+    probe = (
+        HealthProbe(dataset, config.log.health_samples, config.seed)
+        if proc.is_main and config.log.health_samples
+        else None
+    )
     wandb_run = _wandb(config, run_dir) if proc.is_main else None
     row: dict[str, Any] = {}
     step_counter = start_epoch * (len(dataset) // config.optim.batch_size)
@@ -267,7 +366,11 @@ def pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False) -> dic
             and (last or (epoch + 1) % config.log.knn_every == 0)
         ):
             row["knn_top1"] = _knn(model, train_split, test_split, config, device)
+        if probe is not None:
+            row.update(probe.measure(model, device))
+            _warn_collapse(row, config.log.collapse_cosine, epoch)
         row["seconds"] = round(time.perf_counter() - started, 3)
+        rng_states = _rng_states(proc, generator)  # a collective: every process takes part
         if proc.is_main:
             payload = {
                 "format": CHECKPOINT_FORMAT,
@@ -282,7 +385,8 @@ def pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False) -> dic
                 "epoch": epoch + 1,
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
-                "rng": {"torch": torch.get_rng_state(), "halp": generator.get_state()},
+                # rank 0's streams at the top (single-process readers), every rank's below
+                "rng": {**rng_states[0], "per_rank": rng_states},
                 "metrics": {k: v for k, v in row.items() if isinstance(v, int | float)},
             }
             # metrics first: a kill in between leaves a row that a resume recomputes, never

@@ -177,4 +177,6 @@ def fit_classifier(
         "top1": history[-1]["test_top1"],
         "best_on_test": max(h["test_top1"] for h in history),
         "history": history,
+        "classes": model.fc.out_features,  # what was trained, as a record and a check
+        "trainable_tensors": len(params),
     }

@@ -137,6 +137,7 @@ def halp_term(
             generator,
             tc_sampling=options.tc_sampling,
             t_star_mode=options.t_star,
+            psel=options.psel,
         )
         positives, keep = hal.h, hal.keep
         t_star_mean = float(hal.t_star.mean())

@@ -27,6 +27,17 @@ TStarMode = Literal["paper", "reference"]
 TcSampling = Literal["paper", "reference", "fixed"]
 
 _REF_EPS = 1e-8  # the authors' additive epsilons, reproduced in t_star(mode="reference")
+PselMode = Literal["paper", "reference"]
+
+FIXED_DELTA = 0.01
+"""How far inside p*'s cell ``tc_sampling="fixed"`` stays: t_c = max(t* - 0.01, 0).
+
+At t_c = t* exactly a positive lies on the bisector of p* and P_sel, where the rank
+filter's argmax is a tie decided by rounding (about half the positives lost); the
+authors' code uses the same 0.01 for its "t_c = t*" mode."""
+
+REFERENCE_NEAREST = 20
+"""The authors draw P_sel among the 20 prototypes nearest the anchor, after p*."""
 
 
 def _angle_eps(dtype: torch.dtype) -> float:
@@ -104,25 +115,43 @@ def closest_prototype(anchor: torch.Tensor, prototypes: torch.Tensor) -> torch.T
 
 
 def select_other_prototypes(
-    closest: torch.Tensor, num_prototypes: int, num_positives: int, generator: torch.Generator
+    closest: torch.Tensor,
+    num_prototypes: int,
+    num_positives: int,
+    generator: torch.Generator,
+    similarity: torch.Tensor | None = None,
+    nearest: int | None = None,
 ) -> torch.Tensor:
-    """Indices of P_sel: for each anchor, Ng draws uniform over the P - 1 non-closest prototypes.
+    """Indices of P_sel: for each anchor, Ng draws uniform over the candidate prototypes.
 
-    A draw r in [0, P - 1) is shifted past the closest index (r -> r + 1 when r >= closest),
-    which maps it one-to-one onto the other P - 1 indices (the authors draw uniformly from
-    the same set, with numpy's global generator).
+    The paper (Sec. 3.3) draws among all P - 1 non-closest prototypes: a draw r in
+    [0, P - 1) is shifted past the closest index (r -> r + 1 when r >= closest), which maps
+    it one-to-one onto the other P - 1 indices. With ``nearest`` = W (the authors' code,
+    W = 20) the candidates are the W prototypes most similar to the anchor after p*
+    (ranks 2..W + 1); for P <= W + 1 that is the same set, drawn in another order.
 
     Args:
         closest: (B,) long, index of p* per anchor.
         num_prototypes: P >= 2.
         num_positives: Ng.
         generator: source of the draws.
+        similarity: (B, P) anchor-prototype similarities; needed with ``nearest``.
+        nearest: W, or None for all P - 1 (the paper).
 
     Returns:
         (B, Ng) long, never equal to ``closest``.
     """
     if num_prototypes < 2:
         raise ValueError(f"PosHal needs at least 2 prototypes, got {num_prototypes}")
+    if nearest is not None:
+        if similarity is None or nearest < 1:
+            raise ValueError("nearest-W selection needs the similarities and W >= 1")
+        # descending and stable: ties keep index order, so rank 0 is argmax's p*
+        order = similarity.argsort(dim=1, descending=True, stable=True)  # (B, P)
+        candidates = order[:, 1 : 1 + min(nearest, num_prototypes - 1)]  # (B, W)
+        shape = (closest.shape[0], num_positives)
+        j = torch.randint(candidates.shape[1], shape, generator=generator, device=generator.device)
+        return candidates.gather(1, j.to(candidates.device))
     shape = (closest.shape[0], num_positives)
     r = torch.randint(num_prototypes - 1, shape, generator=generator, device=generator.device)
     r = r.to(closest.device)  # (B, Ng)
@@ -232,8 +261,10 @@ def sample_tc(
               λ gives harder positives (further from k).
             * ``"reference"``: t_c = (1 - u) t*, u ~ U(0, λ), i.e. t_c ~ U((1 - λ) t*, t*):
               the authors' code; here a larger λ gives easier positives.
-            * ``"fixed"``: t_c = t*, the paper's "t_c = t* only" ablation (replaces the
-              authors' sentinel λ = 1000 meaning t_c = t* - 0.01).
+            * ``"fixed"``: t_c = max(t* - δ, 0) with δ = :data:`FIXED_DELTA` (0.01), the
+              paper's "t_c = t* only" ablation, kept just inside p*'s cell so that the
+              rank filter does not decide a tie (the authors' sentinel λ = 1000 means
+              the same t* - 0.01).
 
     Returns:
         (B, Ng) t_c.
@@ -241,7 +272,7 @@ def sample_tc(
     if not 0.0 <= lam <= 1.0:
         raise ValueError(f"lambda must be in [0, 1], got {lam}")
     if mode == "fixed":
-        return t_star.clone()
+        return (t_star - FIXED_DELTA).clamp(min=0.0)
     if mode not in ("paper", "reference"):
         raise ValueError(f"unknown t_c sampling {mode!r}; expected 'paper', 'reference', 'fixed'")
     u = torch.rand(t_star.shape, generator=generator, device=generator.device)
@@ -332,6 +363,7 @@ def hallucinate(
     generator: torch.Generator,
     tc_sampling: TcSampling = "paper",
     t_star_mode: TStarMode = "paper",
+    psel: PselMode = "paper",
 ) -> Hallucination:
     """PosHal (paper Sec. 3.3-3.4, Algorithm 1): Ng positives per anchor and their rank-filter mask.
 
@@ -343,14 +375,20 @@ def hallucinate(
         generator: draws P_sel first, then t_c.
         tc_sampling: ``"paper"`` | ``"reference"`` | ``"fixed"``, see :func:`sample_tc`.
         t_star_mode: ``"paper"`` | ``"reference"``, see :func:`t_star`.
+        psel: ``"paper"``: P_sel among all P - 1 non-closest prototypes; ``"reference"``:
+            among the :data:`REFERENCE_NEAREST` nearest after p* (the authors' code).
 
     Returns:
         A :class:`Hallucination`; feed ``h`` and ``keep`` to :func:`halp_loss`.
     """
     k = F.normalize(anchor, dim=-1)  # (B, D)
     protos = F.normalize(prototypes, dim=-1)  # (P, D)
-    closest = closest_prototype(k, protos)  # (B,)
-    selected = select_other_prototypes(closest, protos.shape[0], num_positives, generator)
+    similarity = k @ protos.T  # (B, P)
+    closest = similarity.argmax(dim=-1)  # (B,), as closest_prototype
+    nearest = REFERENCE_NEAREST if psel == "reference" else None
+    selected = select_other_prototypes(
+        closest, protos.shape[0], num_positives, generator, similarity, nearest
+    )
     # t* and the great circle depend on (anchor, P_sel) only: compute them once for all P
     # prototypes, then gather the Ng selected ones (P = 20 < Ng = 100 in the paper).
     every = protos.unsqueeze(0).expand(k.shape[0], -1, -1)  # (B, P, D)

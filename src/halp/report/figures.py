@@ -15,6 +15,8 @@ Figures, one per benchmark, each skipped with a logged note when it has no input
 - ``knn_<benchmark>``: kNN top-1 over epochs;
 - ``halp_filter_<benchmark>``: the rank filter's keep rate and the mean t* over training
   (HaLP runs, per modality);
+- ``health_<benchmark>``: the embedding's mean pairwise cosine, uniformity and alignment
+  on the fixed probe clips (per modality), the collapse check of pretraining;
 - ``semi_<benchmark>``: top-1 against the label fraction, mean ± std over the repeats.
 
 matplotlib is imported lazily (Agg backend), so the core package does not need it. A
@@ -243,6 +245,32 @@ def figure_filter(
     return _save(fig, out_dir, f"halp_filter_{benchmark}")
 
 
+def figure_health(
+    benchmark: str, runs: dict[str, list[dict]], out_dir: Path, colours: dict[str, str]
+) -> list[Path]:
+    """Mean cosine, uniformity and alignment of the probe embeddings over epochs."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    panels = (
+        ("cos_", "mean pairwise cosine (collapse -> 1)"),
+        ("uniform_", "uniformity (lower = more uniform)"),
+        ("align_", "alignment (lower = closer views)"),
+    )
+    for label, rows in sorted(runs.items()):
+        modalities = _modalities(rows, "cos_")
+        for m in modalities:
+            name = f"{label} ({m})" if len(modalities) > 1 else label
+            style = {"color": colours[label], "linestyle": _LINESTYLES.get(m, "-.")}
+            for ax, (prefix, _) in zip(axes, panels, strict=True):
+                ax.plot(*_series(rows, f"{prefix}{m}"), label=name, **style)
+    for ax, (_, title) in zip(axes, panels, strict=True):
+        ax.set(xlabel="epoch", title=title)
+    _epoch_axis(*axes)
+    axes[0].legend(fontsize="small")
+    fig.suptitle(f"Representation health, {_title(benchmark)}")
+    return _save(fig, out_dir, f"health_{benchmark}")
+
+
 def figure_semi(
     benchmark: str, series: dict[str, list[tuple[int, float, float]]], out_dir: Path
 ) -> list[Path]:
@@ -296,6 +324,11 @@ def build_figures(runs_dir: Path, results_dir: Path, out_dir: Path) -> list[Path
             written += figure_filter(benchmark, with_halp, out_dir, _colours(group))
         else:
             log.info("skipping halp_filter_%s: no run logged halp_keep_<modality>", benchmark)
+        with_health = {k: rows for k, rows in group.items() if _has(rows, "cos_")}
+        if with_health:
+            written += figure_health(benchmark, with_health, out_dir, _colours(group))
+        else:
+            log.info("skipping health_%s: no run logged cos_<modality>", benchmark)
     semi = read_semi(Path(results_dir))
     if not semi:
         log.info("skipping semi-supervised figures: no %s/*_semi<P>.json", results_dir)

@@ -34,6 +34,7 @@ class Result:
     top1: float
     std: float | None
     best_on_test: float | None
+    lr: float | None = None  # the classifier's learning rate (metrics.lr)
 
     @property
     def percent(self) -> int | None:
@@ -106,6 +107,7 @@ def read_result(path: Path) -> Result:
         top1=top1,
         std=_number(metrics.get("top1_std")),
         best_on_test=_number(metrics.get("best_on_test")),
+        lr=_number(metrics.get("lr")),
     )
 
 

@@ -203,6 +203,26 @@ _CELL_NOTE = (
 )
 
 
+def _linear_lr_note(inputs: Inputs) -> str:
+    """Which learning rate each method's reproduced linear cells used, from the results."""
+    used: dict[str, set[float]] = {}
+    for r in inputs.results.values():
+        if r.protocol == "linear" and r.lr is not None and r.variant in pub.METHODS:
+            used.setdefault(r.variant, set()).add(r.lr)
+    found = "; ".join(
+        f"{method_label(m)} {', '.join(f'{lr:g}' for lr in sorted(used[m]))}"
+        for m in pub.METHODS
+        if m in used
+    )
+    return (
+        "Linear probes (lr_preset: published) use the learning rate behind each published row: "
+        "0.005 NTU / 0.001 PKU-II for Baseline and HaLP (the HaLP authors' scripts) and for "
+        "HaLP+CMD (our reading: the HaLP authors evaluated it), 0.1 for CMD (CMD's protocol); "
+        "lr_preset: cmd or halp reruns every cell at one rate. "
+        + (f"Rates of the reproduced cells: {found}." if found else "No linear result yet.")
+    )
+
+
 def _protocol_table(inputs: Inputs, stem: str, title: str, protocol: str) -> Table:
     numbers = pub.LINEAR if protocol == "linear" else pub.KNN
     benchmarks = pub.LINEAR_BENCHMARKS if protocol == "linear" else pub.KNN_BENCHMARKS
@@ -234,6 +254,7 @@ def _protocol_table(inputs: Inputs, stem: str, title: str, protocol: str) -> Tab
             "CrosSCLR-B, MS²L, P&C, ...) are omitted: their numbers are not transcribed in "
             "this package."
         )
+        notes.append(_linear_lr_note(inputs))
     else:
         notes.append("The paper reports no kNN result on PKU-II.")
     notes.append(_CELL_NOTE)
@@ -290,7 +311,11 @@ def table_overhead(inputs: Inputs) -> Table:
             f"{key}: " + ", ".join(f"{m} {v:.4g}" for m, v in sorted(data.get(key, {}).items()))
             for key in ("time", "memory")
         )
-        notes.append(f"Measured on {data.get('device', 'an unrecorded device')}; {absolute}.")
+        backend = data.get("kmeans_backend", "unrecorded")
+        notes.append(
+            f"Measured on {data.get('device', 'an unrecorded device')} with the {backend} "
+            f"k-means backend (the paper used geomstats); {absolute}."
+        )
     notes.append(
         "Cells: reproduced / published (difference). A cell reading "
         f"{DASH} names the file that would fill it."
