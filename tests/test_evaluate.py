@@ -15,7 +15,7 @@ from halp.config import EvalConfig, PretrainConfig, load_config
 from halp.data import prepare
 from halp.data.loaders import ClassificationDataset
 from halp.data.storage import load_split
-from halp.errors import CheckpointError, EvaluationError
+from halp.errors import CheckpointError, DataFormatError, EvaluationError
 from halp.eval.classifier import fit_classifier, label_subset
 from halp.evaluate import classifier_from_checkpoint, evaluate
 from halp.train import pretrain
@@ -294,6 +294,7 @@ def test_bad_inputs(checkpoint: Path, prepared: Path, tmp_path: Path) -> None:
         index = json.loads((data / f"{part}.json").read_text())
         index["num_classes"] = 3  # the synthetic labels go up to 5
         (bad / "xsub" / f"{part}.json").write_text(json.dumps(index))
-    with pytest.raises(EvaluationError, match="does not fit the dataset's 3 classes"):
+    # every reader of a prepared part checks its labels (halp.data.storage.read_index)
+    with pytest.raises(DataFormatError, match="does not fit the dataset's 3 classes"):
         evaluate(eval_config(checkpoint, bad / "xsub"), tmp_path / "x.json")
     assert not (tmp_path / "x.json").exists()

@@ -58,7 +58,8 @@ PRETRAIN: dict[str, Any] = {
     "halp": {"num_prototypes": 4, "top_k": 32, "refresh_every": 2, "num_positives": 8,
              "mu_start_epoch": 150},
     "optim": {"batch_size": 64, "epochs": 300, "lr": 0.04, "lr_steps": []},
-    "log": {"wandb": "disabled", "knn_every": 0, "save_every": 0, "progress": False},
+    "log": {"wandb": "disabled", "knn_every": 0, "save_every": 0, "progress": False,
+            "health_samples": 0},  # the health probe is tested in test_health.py
 }  # fmt: skip
 EVAL: dict[str, Any] = {
     "seed": 42,

@@ -109,9 +109,33 @@ def _add_config_options(p: argparse.ArgumentParser, example: str) -> None:
     )
 
 
+def _config_keys_help(name: str) -> str:
+    """The config keys of ``halp.config.<name>`` with their defaults, for ``--help``."""
+    import dataclasses
+
+    from halp import config as config_module
+
+    def walk(cls: type, prefix: str) -> list[str]:
+        lines = []
+        for f in dataclasses.fields(cls):
+            default = (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            )
+            if dataclasses.is_dataclass(default):
+                lines += walk(type(default), f"{prefix}{f.name}.")
+            else:
+                lines.append(f"  {prefix}{f.name} = {default!r}")
+        return lines
+
+    keys = "\n".join(walk(getattr(config_module, name), ""))
+    return f"config keys (--set KEY=VALUE; defaults shown):\n{keys}"
+
+
 def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pretrain", help="self-supervised pretraining (baseline, halp, cmd, ...)")
     _add_config_options(p, "halp.lam=0.6")
+    p.epilog = _config_keys_help("PretrainConfig")
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("--run", type=Path, required=True, help="run folder (checkpoints, metrics)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run")
     p.add_argument(
@@ -129,8 +153,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("protocol", choices=("linear", "knn", "semi", "finetune", "transfer"))
     p.add_argument("--checkpoint", required=True, help="a halp pretrain checkpoint")
     p.add_argument("--data", required=True, help="the benchmark folder to evaluate on")
-    p.add_argument("--out", type=Path, required=True, help="the results JSON to write")
+    p.add_argument("--out", type=Path, required=False, help="the results JSON to write")
     _add_config_options(p, "label_fraction=0.1")
+    p.add_argument(
+        "--print-config", action="store_true", help="print the resolved configuration and exit"
+    )
+    p.epilog = _config_keys_help("EvalConfig")
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
 def _add_fetch(sub: argparse._SubParsersAction) -> None:
@@ -245,7 +274,10 @@ def run_pretrain(args: argparse.Namespace) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> None:
     """``halp evaluate``: one downstream protocol on a pretraining checkpoint."""
-    from halp.config import EvalConfig, load_config
+    import yaml
+
+    from halp.config import EvalConfig, load_config, to_dict
+    from halp.errors import UsageError
     from halp.evaluate import evaluate
 
     overrides = [
@@ -254,7 +286,13 @@ def run_evaluate(args: argparse.Namespace) -> None:
         f"checkpoint={args.checkpoint}",
         f"data_root={args.data}",
     ]
-    result = evaluate(load_config(EvalConfig, args.config, overrides), args.out)
+    config = load_config(EvalConfig, args.config, overrides)
+    if args.print_config:
+        print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
+        return
+    if args.out is None:
+        raise UsageError("halp evaluate needs --out FILE (the results JSON to write)")
+    result = evaluate(config, args.out)
     m = result["metrics"]
     spread = f" ± {m['top1_std']:.2f}" if "top1_std" in m else ""
     print(

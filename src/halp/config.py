@@ -171,6 +171,7 @@ class LogConfig:
     progress: bool = True  # tqdm bar
     # representation health (halp.eval.health) on this many fixed training clips (0: off)
     health_samples: int = 256
+    health_every: int = 5  # epochs between health measurements (and the first epoch)
     collapse_cosine: float = 0.8  # warn when the probe's mean pairwise cosine exceeds this
 
     def __post_init__(self) -> None:
@@ -178,6 +179,7 @@ class LogConfig:
         _require(self.knn_every >= 0, "log.knn_every", self.knn_every, "0 (never) or more")
         _require(self.save_every >= 0, "log.save_every", self.save_every, "0 (latest only) or more")
         _require(self.health_samples >= 0, "log.health_samples", self.health_samples, "0 or more")
+        _require(self.health_every >= 1, "log.health_every", self.health_every, "at least 1")
         _require(
             -1.0 <= self.collapse_cosine <= 1.0,
             "log.collapse_cosine",
@@ -232,7 +234,7 @@ class EvalConfig:
     seed: int = 42
     device: str = "auto"
     workers: int = 4
-    frames: int = 64
+    frames: int | None = None  # clip length; None: the checkpoint's data.frames
     # classifier fitting (linear, semi, finetune, transfer)
     lr: float | None = None  # None: from lr_preset
     # linear: "published" = the preset of the protocol behind the method's published rows
@@ -255,9 +257,11 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         """Check value ranges when the configuration is built, before any training."""
-        for key in ("batch_size", "epochs", "eval_every", "repeats", "k", "frames"):
+        for key in ("batch_size", "epochs", "eval_every", "repeats", "k"):
             value = getattr(self, key)
             _require(value >= 1, key, value, "at least 1")
+        if self.frames is not None:
+            _require(self.frames >= 1, "frames", self.frames, "at least 1 (or null)")
         _require(self.workers >= 0, "workers", self.workers, "0 or more")
         fraction = self.label_fraction
         _require(0.0 < fraction <= 1.0, "label_fraction", fraction, "in (0, 1]")
@@ -312,6 +316,11 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string: accept the forms typed
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
         return float(value)
@@ -360,7 +369,14 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     if "=" not in item:
         raise ConfigError(f"override {item!r} must look like key.sub=value")
     key, raw = item.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        problem = str(err).splitlines()[0]
+        raise ConfigError(
+            f"override {item!r}: the value is not valid YAML ({problem}); quote it or fix it"
+        ) from None
+    return key.strip().split("."), value
 
 
 def merge_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:

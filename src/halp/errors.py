@@ -10,6 +10,11 @@ command line can tell a user's mistake from a bug without importing the layers.
 from __future__ import annotations
 
 
+def quote(text: str, limit: int = 60) -> str:
+    """``repr`` of ``text`` cut to ``limit`` characters: a message quotes one short line."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
 class HalpError(Exception):
     """Base of every error caused by the user's input, files or configuration."""
 

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from halp.checkpoint import config_of, load_checkpoint
-from halp.config import EvalConfig, to_dict
+from halp.config import EvalConfig, PretrainConfig, to_dict
 from halp.data.loaders import ClassificationDataset
 from halp.data.storage import SkeletonSplit, load_split
 from halp.encoders import build_encoder
@@ -87,12 +87,32 @@ def _splits(config: EvalConfig) -> tuple[SkeletonSplit, SkeletonSplit, int]:
             f"{test.index.num_classes}"
         )
     for split in (train, test):
-        if len(split) and int(split.index.labels.max()) >= num_classes:
+        if len(split) == 0:
+            raise EvaluationError(
+                f"{root}/{split.index.part}: no samples, so there is nothing to "
+                f"{'train or search' if split is train else 'test'} on; prepare the data again "
+                "(check --raw and the split files)"
+            )
+        if int(split.index.labels.max()) >= num_classes:
             raise EvaluationError(
                 f"{root}/{split.index.part}: label {int(split.index.labels.max())} does not fit "
                 f"the dataset's {num_classes} classes"
             )
     return train, test, num_classes
+
+
+def _frames(config: EvalConfig, pretrained: PretrainConfig) -> int:
+    """The clip length: the checkpoint's unless set, with a warning when they differ."""
+    if config.frames is None:
+        return pretrained.data.frames
+    if config.frames != pretrained.data.frames:
+        log.warning(
+            "evaluating with %d-frame clips, but the encoder was pretrained on %d-frame clips "
+            "(config key 'frames'; leave it unset to use the checkpoint's)",
+            config.frames,
+            pretrained.data.frames,
+        )
+    return config.frames
 
 
 def protocol_lr(config: EvalConfig, dataset: str, method: str) -> tuple[float, str]:
@@ -132,7 +152,7 @@ def evaluate(config: EvalConfig, out: Path) -> dict[str, Any]:
     if config.protocol == "semi" and config.label_fraction >= 1.0:
         raise EvaluationError("config key 'label_fraction': semi needs a fraction below 1")
     device = resolve_device(config.device)
-    frames = config.frames
+    frames = _frames(config, pre)
     test_ds = ClassificationDataset(
         test, modality, train=False, out_frames=frames, seed=config.seed
     )
@@ -140,9 +160,7 @@ def evaluate(config: EvalConfig, out: Path) -> dict[str, Any]:
         torch.manual_seed(config.seed)
         model = classifier_from_checkpoint(payload, modality, num_classes, pretrained)
         model.to(device)
-        top1 = knn_top1(
-            model.encoder, train, test, modality, config.frames, config.seed, config.k, device
-        )
+        top1 = knn_top1(model.encoder, train, test, modality, frames, config.seed, config.k, device)
         metrics: dict[str, Any] = {"top1": top1, "k": config.k}
     else:
         lr, lr_source = protocol_lr(config, dataset, pre.method)
@@ -179,7 +197,7 @@ def evaluate(config: EvalConfig, out: Path) -> dict[str, Any]:
         "pretrained_on": pretrained_on,
         "encoder_init": config.encoder_init,
         "metrics": metrics,
-        "config": to_dict(config),
+        "config": {**to_dict(config), "frames": frames},  # as resolved
         "checkpoint": {
             "path": str(checkpoint),
             "sha256": sha256_of(checkpoint),

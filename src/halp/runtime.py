@@ -36,9 +36,21 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError as err:
         raise ConfigError(f"config key 'device': {name!r} is not a device ({err})") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"config key 'device': {name!r}, but this machine has no CUDA device "
+                "(use device=cpu or device=auto)"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"config key 'device': {name!r}, but there are {torch.cuda.device_count()} "
+                "CUDA device(s)"
+            )
+    return device
 
 
 def setup_process(device_name: str) -> tuple[Process, torch.device]:

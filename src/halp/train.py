@@ -112,6 +112,43 @@ def _wandb(config: PretrainConfig, run_dir: Path) -> Any:
 # ---------------------------------------------------------------------- the loop
 
 
+def _check_same_data(payload: dict[str, Any], split: Any, ckpt_path: Path) -> None:
+    """Refuse to resume on another dataset or benchmark than the checkpoint's."""
+    saved = payload.get("data") or {}
+    here = {"dataset": split.index.dataset, "benchmark": split.index.benchmark}
+    there = {k: saved.get(k) for k in here}
+    if there != here:
+        raise CheckpointError(
+            f"{ckpt_path}: the run was trained on {there['dataset']} {there['benchmark']}, but "
+            f"data.root holds {here['dataset']} {here['benchmark']}; resume on the same data "
+            "or start a new run"
+        )
+
+
+def _future_phase_changes(
+    changes: list[str], old: PretrainConfig, new: PretrainConfig, epoch: int
+) -> list[str]:
+    """Changed ``halp.*`` keys that cannot have acted yet (HaLP starts after ``epoch``)."""
+    if epoch >= min(old.halp.mu_start_epoch, new.halp.mu_start_epoch):
+        return []
+    return [k for k in changes if k.startswith("halp.")]
+
+
+def _check_finite_state(model: torch.nn.Module, epoch: int, ckpt_path: Path) -> None:
+    """Never checkpoint NaN or infinite weights as good: stop, keeping the last checkpoint."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            kept = (
+                f"the last good checkpoint {ckpt_path} is kept"
+                if ckpt_path.exists()
+                else "no checkpoint was written yet"
+            )
+            raise TrainingDiverged(
+                f"{name} holds NaN or infinite values after epoch {epoch}; {kept}. "
+                "Lower optim.lr or check the data."
+            )
+
+
 def _rng_states(proc: Process, generator: torch.Generator) -> list[dict[str, torch.Tensor]]:
     """Every process's random states (torch's global one and the run's generator)."""
     mine = {"torch": torch.get_rng_state(), "halp": generator.get_state()}
@@ -151,7 +188,7 @@ class HealthProbe:
     more) and kept; each epoch the query encoders embed them in eval mode without
     gradient, which changes no parameter, statistic or random state. Logs
     ``align_<m>``, ``uniform_<m>`` and ``cos_<m>`` (:mod:`halp.eval.health`) and warns when
-    the mean cosine passes ``log.collapse_cosine``.
+    the mean cosine passes ``log.collapse_cosine`` after rising during training.
     """
 
     def __init__(self, dataset: PretrainDataset, samples: int, seed: int) -> None:
@@ -168,6 +205,7 @@ class HealthProbe:
             {m: torch.stack([pair[v][m] for pair in pairs]) for m in dataset.modalities}
             for v in (0, 1)
         ]
+        self.first_cos: dict[str, float] = {}  # at the first measured epoch
 
     @torch.no_grad()
     def measure(self, model: PretrainModel, device: torch.device) -> dict[str, float]:
@@ -184,22 +222,29 @@ class HealthProbe:
             row[f"align_{m}"] = alignment(a, b)
             row[f"uniform_{m}"] = uniformity(a)
             row[f"cos_{m}"] = mean_cosine(a)
+            self.first_cos.setdefault(m, row[f"cos_{m}"])
         return row
 
+    def warn_collapse(self, row: dict[str, Any], threshold: float, epoch: int) -> None:
+        """Warn for each modality whose cosine is above ``threshold`` and rose since the start.
 
-def _warn_collapse(row: dict[str, Any], threshold: float, epoch: int) -> None:
-    for key, value in row.items():
-        if key.startswith("cos_") and math.isfinite(value) and value > threshold:
-            log.warning(
-                "epoch %d: the %s embedding may be collapsing: the mean pairwise cosine of the "
-                "probe clips is %.3f (> log.collapse_cosine %.2f; healthy runs stay near 0). "
-                "If a HaLP term is on, try a smaller halp.mu (see the README, 'Representation "
-                "health').",
-                epoch,
-                key.removeprefix("cos_"),
-                value,
-                threshold,
-            )
+        A freshly initialised small encoder can already map clips close together; only a
+        cosine that training pushed up is reported.
+        """
+        for m, first in self.first_cos.items():
+            value = row.get(f"cos_{m}")
+            if value is not None and value > threshold and value > first + 0.05:
+                log.warning(
+                    "epoch %d: the %s embedding may be collapsing: the mean pairwise cosine of "
+                    "the probe clips rose from %.3f to %.3f (> log.collapse_cosine %.2f; "
+                    "healthy runs stay near 0). If a HaLP term is on, try a smaller halp.mu "
+                    "(README, 'Representation health').",
+                    epoch,
+                    m,
+                    first,
+                    value,
+                    threshold,
+                )
 
 
 def _knn(
@@ -242,6 +287,16 @@ def pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False) -> dic
             f"config key 'optim.batch_size': {config.optim.batch_size} is more than "
             f"moco.queue_size ({config.moco.queue_size}); every step's keys enter the queue"
         )
+    for term, weight in model.weights.items():
+        if weight.value != 0 and weight.start_epoch >= config.optim.epochs:
+            log.warning(
+                "the %s term starts at epoch %d but the run has %d epochs: it never switches "
+                "on, so this run trains the method without it (raise optim.epochs or lower "
+                "its start epoch)",
+                term,
+                weight.start_epoch,
+                config.optim.epochs,
+            )
     params = [p for p in model.parameters() if p.requires_grad]
     o = config.optim
     optimizer = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
@@ -250,17 +305,38 @@ def pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False) -> dic
     ckpt_path = run_dir / CHECKPOINT
     if resume:
         payload = load_checkpoint(ckpt_path)
+        _check_same_data(payload, train_split, ckpt_path)
         changes = [
             k
             for k in config_changes(_with_defaults(payload["config"]), to_dict(config))
             if not k.startswith(RESUMABLE_CHANGES)
         ]
+        old = from_dict(PretrainConfig, payload["config"])
+        later = _future_phase_changes(changes, old, config, int(payload["epoch"]))
+        if later:
+            log.warning(
+                "resuming %s with changed %s: accepted, since HaLP (from epoch %d) has not "
+                "started by epoch %d",
+                run_dir,
+                ", ".join(later),
+                config.halp.mu_start_epoch,
+                int(payload["epoch"]),
+            )
+        changes = [k for k in changes if k not in later]
         if changes:
             raise CheckpointError(
                 f"{ckpt_path}: the configuration differs from the checkpoint's in "
                 f"{', '.join(changes)}; resume with the same configuration or start a new run"
             )
-        model.load_state_dict(payload["model"])
+        state = payload["model"]
+        if "halp.num_prototypes" in later:  # never refreshed before HaLP starts: re-made
+            state = {k: v for k, v in state.items() if ".prototypes." not in k}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or any(".prototypes." not in k for k in missing):
+            raise CheckpointError(
+                f"{ckpt_path}: the model state does not fit this configuration (missing "
+                f"{sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
+            )
         optimizer.load_state_dict(payload["optimizer"])
         mine = _own_rng_state(payload["rng"], proc)
         if mine is not None:
@@ -366,9 +442,11 @@ def pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False) -> dic
             and (last or (epoch + 1) % config.log.knn_every == 0)
         ):
             row["knn_top1"] = _knn(model, train_split, test_split, config, device)
-        if probe is not None:
+        _check_finite_state(model, epoch, ckpt_path)
+        # epoch 0 and every health_every epochs: the same epochs however a run is resumed
+        if probe is not None and (epoch == 0 or (epoch + 1) % config.log.health_every == 0):
             row.update(probe.measure(model, device))
-            _warn_collapse(row, config.log.collapse_cosine, epoch)
+            probe.warn_collapse(row, config.log.collapse_cosine, epoch)
         row["seconds"] = round(time.perf_counter() - started, 3)
         rng_states = _rng_states(proc, generator)  # a collective: every process takes part
         if proc.is_main:

@@ -16,7 +16,7 @@ from itertools import repeat
 import numpy as np
 
 from halp.data.skeleton import MAX_BODY_SLOTS, NUM_JOINTS
-from halp.errors import RawFormatError, SampleNameError
+from halp.errors import RawFormatError, SampleNameError, quote
 
 NAME_RE = re.compile(r"^S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})$")
 _ALLOWED = b"0123456789.eE+- \t\r\n"
@@ -152,6 +152,10 @@ def check_in_dataset(parsed: NtuName, name: str, spec: NtuDataset) -> None:
 # ---------------------------------------------------------------------------- parser
 
 
+MAX_DECLARED_FRAMES = 3000
+"""The most frames an NTU file may declare: 10 times the longest clip of the dataset (300)."""
+
+
 def _count(lines: list[str], i: int, origin: str, what: str, context: str) -> int:
     """Read the single integer on line ``i`` (0-based) or raise naming the line."""
     if i >= len(lines):
@@ -163,7 +167,9 @@ def _count(lines: list[str], i: int, origin: str, what: str, context: str) -> in
         )
     fields = lines[i].split()
     if len(fields) != 1 or not fields[0].isdigit():
-        raise RawFormatError(origin, i + 1, f"expected the {what} {context}, found {lines[i]!r}")
+        raise RawFormatError(
+            origin, i + 1, f"expected the {what} {context}, found {quote(lines[i])}"
+        )
     return int(fields[0])
 
 
@@ -237,13 +243,26 @@ def parse_skeleton(raw: bytes, origin: str) -> np.ndarray:
         assert bad is not None
         line_no = text.count("\n", 0, bad.start()) + 1
         value = text[text.rfind("\n", 0, bad.start()) + 1 :].split("\n", 1)[0].strip()
-        raise RawFormatError(origin, line_no, f"non-numeric field {bad.group()!r} in {value!r}")
+        raise RawFormatError(
+            origin, line_no, f"non-numeric field {bad.group()!r} in {quote(value)}"
+        )
     lines = text.split("\n")
     while lines and not lines[-1].strip():
         lines.pop()
     num_frames = _count(lines, 0, origin, "frame count", "on line 1")
     if num_frames == 0:
         raise RawFormatError(origin, 1, "the frame count is 0")
+    if num_frames > MAX_DECLARED_FRAMES:
+        raise RawFormatError(
+            origin, 1, f"declares {num_frames} frames, more than the {MAX_DECLARED_FRAMES} allowed"
+        )
+    if num_frames > len(lines) - 1:  # every frame takes at least its body-count line
+        raise RawFormatError(
+            origin,
+            len(lines),
+            f"file ends before its {num_frames} frames (only {len(lines) - 1} lines follow the "
+            "frame count): the file is truncated (re-extract it from the archive)",
+        )
     starts: list[int] = []  # 0-based line of each body's first joint
     slot_of: list[int] = []
     frame_of: list[int] = []

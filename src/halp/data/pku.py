@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from halp.data.skeleton import NUM_JOINTS, NUM_PERSONS
-from halp.errors import RawFormatError
+from halp.errors import RawFormatError, quote
 
 NUM_CLASSES = 51  # the reference's output size (phase II uses a subset of the ids)
 BENCHMARKS = {"xsub": "cross_subject_v2.txt", "xview": "cross_view_v2.txt"}
@@ -91,12 +91,14 @@ def parse_labels(text: str, origin: str, video: str) -> list[Instance]:
         fields = [f.strip() for f in line.split(",")]
         if len(fields) != 4:
             raise RawFormatError(
-                origin, i + 1, f"expected 'class,start,end,confidence', found {line.strip()!r}"
+                origin, i + 1, f"expected 'class,start,end,confidence', found {quote(line.strip())}"
             )
         try:
             cls, start, end, _conf = (int(float(f)) for f in fields)
-        except ValueError:
-            raise RawFormatError(origin, i + 1, f"non-numeric field in {line.strip()!r}") from None
+        except (ValueError, OverflowError):  # OverflowError: inf
+            raise RawFormatError(
+                origin, i + 1, f"non-numeric or infinite field in {quote(line.strip())}"
+            ) from None
         if not 1 <= cls <= NUM_CLASSES:
             raise RawFormatError(origin, i + 1, f"class {cls} outside 1..{NUM_CLASSES}")
         if not 0 <= start < end:

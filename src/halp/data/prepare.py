@@ -9,13 +9,21 @@ skipped, logged, and listed in the manifest with a count in the summary.
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
 import multiprocessing
 import os
 import pickle
+import shutil
 import time
+import uuid
 import zipfile
+import zlib
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,7 +35,7 @@ from halp import __version__
 from halp.data import ntu, pku
 from halp.data.skeleton import MAX_FRAMES, NUM_COORDS, NUM_JOINTS, NUM_PERSONS, process_sample
 from halp.data.storage import PARTS, SplitWriter
-from halp.errors import PrepareError, RawFormatError
+from halp.errors import DataFormatError, PrepareError, RawFormatError
 from halp.io import MANIFEST, write_manifest
 
 log = logging.getLogger(__name__)
@@ -48,15 +56,50 @@ SKIP_HINT = "  (pass --skip-bad to skip bad files and list them in manifest.json
 Source = tuple[str | None, str]  # (zip archive or None, path or member name)
 _ZIPS: dict[str, zipfile.ZipFile] = {}
 
+MAX_RAW_BYTES = 256 << 20
+"""The largest raw file read (256 MiB): an NTU ``.skeleton`` file is under 2 MiB and a
+whole PKU-MMD II video under 40 MiB; anything larger is refused before it is read."""
 
-def read_source(source: Source) -> bytes:
-    """The bytes of a file on disk or of a member of a zip archive."""
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, NotImplementedError, EOFError, RuntimeError)
+
+
+def read_source(source: Source, limit: int = MAX_RAW_BYTES) -> bytes:
+    """The bytes of a regular file on disk or of a member of a zip archive.
+
+    Raises:
+        RawFormatError: naming the file or ``archive!member``, for a file larger than
+            ``limit`` (judged by its size on disk or the member's declared size, before
+            reading), a corrupt, encrypted or unsupported archive member, or a member
+            that decompresses to more than it declares.
+    """
     archive, member = source
+    origin = origin_of(source)
     if archive is None:
-        return Path(member).read_bytes()
-    if archive not in _ZIPS:  # one open handle per process
-        _ZIPS[archive] = zipfile.ZipFile(archive)
-    return _ZIPS[archive].read(member)
+        path = Path(member)
+        size = path.stat().st_size
+        if size > limit:
+            raise RawFormatError(
+                origin, 0, f"{size} bytes, more than the {limit} a raw file may have"
+            )
+        return path.read_bytes()
+    try:
+        if archive not in _ZIPS:  # one open handle per process
+            _ZIPS[archive] = zipfile.ZipFile(archive)
+        zf = _ZIPS[archive]
+        size = zf.getinfo(member).file_size
+        if size > limit:
+            raise RawFormatError(
+                origin,
+                0,
+                f"decompresses to {size} bytes, more than the {limit} a raw file may have",
+            )
+        with zf.open(member) as fh:
+            data = fh.read(limit + 1)
+    except _ZIP_ERRORS as err:
+        raise RawFormatError(origin, 0, f"unreadable archive member ({err})") from None
+    if len(data) > limit:
+        raise RawFormatError(origin, 0, f"decompresses to more than the {limit} bytes allowed")
+    return data
 
 
 def origin_of(source: Source) -> str:
@@ -71,17 +114,77 @@ def find_files(raw: Path, suffix: str) -> dict[str, Source]:
     if not raw.exists():
         raise PrepareError(f"{raw}: no such file or folder. {NTU_HELP}")
     found: dict[str, Source] = {}
+
+    def add(stem: str, source: Source) -> None:
+        if stem in found:
+            raise PrepareError(
+                f"{raw}: the sample {stem} is there twice, as {origin_of(found[stem])} and "
+                f"{origin_of(source)}; remove one of them"
+            )
+        found[stem] = source
+
     if raw.is_file():
         if not zipfile.is_zipfile(raw):
             raise PrepareError(f"{raw}: not a folder and not a zip archive")
-        with zipfile.ZipFile(raw) as zf:
-            for member in zf.namelist():
-                if member.endswith(suffix):
-                    found[Path(member).name[: -len(suffix)]] = (str(raw), member)
-    else:
-        for path in sorted(raw.rglob(f"*{suffix}")):
-            found[path.name[: -len(suffix)]] = (None, str(path))
+        try:
+            with zipfile.ZipFile(raw) as zf:
+                members = zf.namelist()
+        except _ZIP_ERRORS as err:
+            raise PrepareError(f"{raw}: unreadable zip archive ({err})") from None
+        for member in members:
+            if member.endswith(suffix):
+                add(Path(member).name[: -len(suffix)], (str(raw), member))
+        return found
+
+    def unreadable(err: OSError) -> None:
+        log.warning("cannot read %s (%s): its files are not prepared", err.filename, err.strerror)
+
+    for folder, _dirs, files in sorted(os.walk(raw, onerror=unreadable)):
+        for name in sorted(files):
+            if not name.endswith(suffix):
+                continue
+            path = Path(folder) / name
+            if not path.is_file():  # a named pipe, a device, a dangling link: never opened
+                log.warning("skipping %s: not a regular file", path)
+                continue
+            add(name[: -len(suffix)], (None, str(path)))
     return found
+
+
+# --------------------------------------------------------------------------- output folders
+
+
+def _fresh_folder(out: Path, benchmarks: Sequence[str]) -> Path:
+    """An empty working folder next to ``out``; ``out`` must be empty or a prepared dataset.
+
+    Preparation writes into it and :func:`_swap_in` replaces ``out`` with it at the end, so
+    an interrupted run leaves the previous dataset untouched and never a mix of the two.
+    """
+    if out.exists():
+        if not out.is_dir():
+            raise PrepareError(f"--out {out}: exists and is not a folder")
+        ours = {MANIFEST, *benchmarks}
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in ours)
+        if foreign:
+            raise PrepareError(
+                f"--out {out}: holds other files ({', '.join(foreign[:3])}"
+                f"{', ...' if len(foreign) > 3 else ''}); give an empty folder or one that "
+                "halp prepare wrote (it is replaced as a whole)"
+            )
+    work = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    return work
+
+
+def _swap_in(work: Path, out: Path) -> None:
+    """Replace ``out`` by the completed ``work`` folder (two renames on one file system)."""
+    old = out.with_name(f".{out.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        os.replace(out, old)
+    os.replace(work, out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- running
@@ -115,7 +218,9 @@ def _ntu_job(job: tuple[str, Source, int, str]) -> Outcome:
     except (RawFormatError, OSError) as err:
         return Outcome(name, error=str(err))
     label = ntu.parse_name(name).label
-    return Outcome(name, [Sample(name, label, bodies.shape[1], data)])
+    # e.g. a body only after the last stored frame: kept, listed as empty in the manifest
+    empty = [] if data.any() else [name]
+    return Outcome(name, [Sample(name, label, bodies.shape[1], data)], empty=empty)
 
 
 def _pku_job(job: tuple[str, Source, str, list[pku.Instance], int, str]) -> Outcome:
@@ -137,7 +242,12 @@ def _pku_job(job: tuple[str, Source, str, list[pku.Instance], int, str]) -> Outc
 def _outcomes(
     worker: Callable[[Any], Outcome], jobs: Sequence[Any], workers: int, desc: str
 ) -> Iterator[Outcome]:
-    """Run jobs in order, in a process pool when ``workers > 1``."""
+    """Run jobs and yield their outcomes in job order, in worker processes if ``workers > 1``.
+
+    At most ``4 * workers`` jobs are in flight, so memory stays flat. A worker process that
+    dies (killed by the system, e.g. out of memory) fails the run with a
+    :class:`PrepareError` naming the file it was waiting for, instead of waiting forever.
+    """
     bar = tqdm(total=len(jobs), desc=desc, unit="file", disable=None, leave=False)
     try:
         if workers <= 1:
@@ -145,9 +255,24 @@ def _outcomes(
                 yield worker(job)
                 bar.update()
             return
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            chunk = max(1, min(32, len(jobs) // (workers * 8) or 1))
-            for outcome in pool.imap(worker, jobs, chunksize=chunk):
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            todo = iter(jobs)
+            pending: deque[tuple[Any, Future[Outcome]]] = deque()
+            for job in itertools.islice(todo, 4 * workers):
+                pending.append((job, pool.submit(worker, job)))
+            while pending:
+                job, future = pending.popleft()
+                try:
+                    outcome = future.result()
+                except BrokenProcessPool:
+                    raise PrepareError(
+                        f"a worker process died (killed by the system, e.g. out of memory) "
+                        f"while preparing {job[0]} or one of the {len(pending)} file(s) after "
+                        "it; nothing was written. Retry with fewer --workers or more memory."
+                    ) from None
+                for next_job in itertools.islice(todo, 1):
+                    pending.append((next_job, pool.submit(worker, next_job)))
                 yield outcome
                 bar.update()
     finally:
@@ -174,9 +299,6 @@ class Summary:
         )
         if self.empty:
             yield f"{len(self.empty)} sample(s) hold no skeleton (kept; listed in manifest.json)"
-        for key, value in self.extra.items():
-            if key.startswith("warning"):
-                yield f"WARNING: {value}"
 
 
 def _stream(
@@ -199,11 +321,11 @@ def _stream(
     ``skipped`` holds files already skipped before the run (bad names, bad labels).
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MANIFEST).unlink(missing_ok=True)  # until we finish, the folder is not complete
+    work = _fresh_folder(out, benchmarks)  # the old folder stays valid until the swap
+    run_id = uuid.uuid4().hex
     shape = (NUM_COORDS, num_frames, NUM_JOINTS, NUM_PERSONS)
     writers = {
-        (b, p): SplitWriter(out / b, p, capacity[b][p], shape, dataset, b, num_classes)
+        (b, p): SplitWriter(work / b, p, capacity[b][p], shape, dataset, b, num_classes, run_id)
         for b in benchmarks
         for p in PARTS
     }
@@ -229,7 +351,15 @@ def _stream(
         for writer in writers.values():
             if writer.tmp_path.exists():
                 writer.abort()
+        shutil.rmtree(work, ignore_errors=True)
         raise
+    for bench, parts in counts.items():
+        if parts.get("train", 0) == 0:
+            extra[f"warning_empty_{bench}"] = (
+                f"{bench} has no training sample: pretraining and evaluation on it will be "
+                "refused (check --raw and the split files)"
+            )
+            log.warning(extra[f"warning_empty_{bench}"])
     summary = Summary(dataset, out, counts, skipped, empty, extra)
     manifest = {
         "format": "halp-skeleton/1",
@@ -241,9 +371,11 @@ def _stream(
         "empty_samples": empty,
         "halp_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "run_ids": {b: run_id for b in benchmarks},
         **extra,
     }
-    write_manifest(out, manifest)
+    write_manifest(work, manifest)
+    _swap_in(work, out)
     return summary
 
 
@@ -493,7 +625,8 @@ def import_cmd(
     )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / MANIFEST).unlink(missing_ok=True)
+    work = _fresh_folder(out / bench, ())  # one benchmark, replaced as a whole at the end
+    run_id = uuid.uuid4().hex
     counts: dict[str, int] = {}
     for src_part, part in _CMD_PARTS:
         data_path = src / f"{src_part}_data_joint.npy"
@@ -516,30 +649,49 @@ def import_cmd(
                 f"0..{num_classes - 1} for {dataset}; is --dataset right?"
             )
         writer = SplitWriter(
-            out / bench, part, len(data), data.shape[1:], dataset, bench, num_classes
+            work, part, len(data), data.shape[1:], dataset, bench, num_classes, run_id
         )
         try:
             for lo in range(0, len(data), chunk):
                 block = np.asarray(data[lo : lo + chunk], dtype=np.float32)
                 for j, sample in enumerate(block):
                     i = lo + j
-                    writer.append(sample, names[i], labels[i], int(frames[i]))
+                    try:
+                        writer.append(sample, names[i], labels[i], int(frames[i]))
+                    except DataFormatError as err:
+                        raise PrepareError(f"{data_path}: sample {i}: {err}") from None
             counts[part] = len(writer.close().names)
         except BaseException:
             writer.abort()
+            shutil.rmtree(work, ignore_errors=True)
             raise
     extra = {"sources": [str(src)], "imported_from": "CMD/ISC layout"}
+    # other benchmarks imported into the same folder before stay listed
+    previous = _read_manifest(out / MANIFEST)
+    if previous.get("dataset") not in (None, dataset):
+        previous = {}
     manifest = {
         "format": "halp-skeleton/1",
         "dataset": dataset,
         "num_classes": num_classes,
         "num_frames": int(data.shape[2]),
-        "benchmarks": {bench: counts},
+        "benchmarks": {**previous.get("benchmarks", {}), bench: counts},
         "skipped": [],
         "empty_samples": [],
         "halp_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "run_ids": {**previous.get("run_ids", {}), bench: run_id},
         **extra,
     }
+    _swap_in(work, out / bench)  # until the manifest names its run id, readers refuse it
     write_manifest(out, manifest)
     return Summary(dataset, out, {bench: counts}, [], [], extra)
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """A manifest's content, or an empty mapping when there is none (or it is unreadable)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

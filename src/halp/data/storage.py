@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from halp.errors import DataFormatError
-from halp.io import atomic_write_json
+from halp.io import MANIFEST, atomic_write_json
 
 FORMAT = "halp-skeleton/1"
 PARTS = ("train", "test")
@@ -41,6 +41,7 @@ class SplitIndex:
     labels: np.ndarray  # int64 (N,)
     frames: np.ndarray  # int64 (N,), true frame counts (may exceed the stored T for PKU)
     extra: dict[str, Any] = field(default_factory=dict)
+    run_id: str | None = None  # the preparation that wrote it (checked against the manifest)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -58,6 +59,7 @@ class SplitIndex:
             "labels": [int(v) for v in self.labels],
             "frames": [int(v) for v in self.frames],
             **({"extra": self.extra} if self.extra else {}),
+            **({"run_id": self.run_id} if self.run_id else {}),
         }
 
 
@@ -93,21 +95,87 @@ def read_index(path: Path) -> SplitIndex:
         ) from None
     except json.JSONDecodeError as err:
         raise DataFormatError(f"{path}: not valid JSON ({err})") from None
-    if raw.get("format") != FORMAT:
-        raise DataFormatError(f"{path}: format is {raw.get('format')!r}, expected {FORMAT!r}")
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
+        raise DataFormatError(f"{path}: format is {found!r}, expected {FORMAT!r}")
+    missing = [k for k in _INDEX_KEYS if k not in raw]
+    if missing:
+        raise DataFormatError(
+            f"{path}: index lacks {', '.join(missing)}; it was not written by halp prepare "
+            "(run it again)"
+        )
     names, labels, frames = raw["names"], raw["labels"], raw["frames"]
     if not len(names) == len(labels) == len(frames) == raw["num_samples"]:
         raise DataFormatError(f"{path}: names, labels and frames differ in length")
+    try:
+        label_array = np.asarray(labels, dtype=np.int64)
+        frame_array = np.asarray(frames, dtype=np.int64)
+        num_classes = int(raw["num_classes"])
+    except (TypeError, ValueError, OverflowError) as err:
+        raise DataFormatError(
+            f"{path}: labels, frames and num_classes must be integers ({err})"
+        ) from None
+    if len(label_array) and not (0 <= label_array.min() and label_array.max() < num_classes):
+        bad = int(label_array[(label_array < 0) | (label_array >= num_classes)][0])
+        raise DataFormatError(
+            f"{path}: label {bad} does not fit the dataset's {num_classes} classes "
+            f"(0..{num_classes - 1})"
+        )
+    if len(frame_array) and frame_array.min() < 0:
+        raise DataFormatError(f"{path}: a negative frame count")
     return SplitIndex(
         dataset=raw["dataset"],
         benchmark=raw["benchmark"],
         part=raw["part"],
-        num_classes=int(raw["num_classes"]),
+        num_classes=num_classes,
         names=list(names),
-        labels=np.asarray(labels, dtype=np.int64),
-        frames=np.asarray(frames, dtype=np.int64),
+        labels=label_array,
+        frames=frame_array,
         extra=raw.get("extra", {}),
+        run_id=raw.get("run_id"),
     )
+
+
+_INDEX_KEYS = (
+    "dataset",
+    "benchmark",
+    "part",
+    "num_classes",
+    "num_samples",
+    "names",
+    "labels",
+    "frames",
+)
+
+
+def check_run(root: Path, index: SplitIndex, index_path: Path) -> None:
+    """Refuse a part that the dataset's ``manifest.json`` does not vouch for.
+
+    A part written by ``halp prepare`` carries the ``run_id`` of its preparation, which
+    the manifest (written last, one folder up) lists per benchmark. A missing manifest
+    means the preparation never finished; another id means the folder mixes two
+    preparations (e.g. an interrupted re-run). Parts without a run id (written by hand
+    with :class:`SplitWriter`) are not checked.
+    """
+    if index.run_id is None:
+        return
+    manifest = Path(root).parent / MANIFEST
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataFormatError(
+            f"{Path(root)}: {manifest} is missing, so its preparation did not finish; "
+            "run `halp prepare` again"
+        ) from None
+    except json.JSONDecodeError as err:
+        raise DataFormatError(f"{manifest}: not valid JSON ({err})") from None
+    listed = (data.get("run_ids") or {}).get(index.benchmark) if isinstance(data, dict) else None
+    if listed != index.run_id:
+        raise DataFormatError(
+            f"{index_path}: written by preparation {index.run_id}, but {manifest} describes "
+            f"{listed or 'another preparation'}: the folder mixes two runs of `halp prepare` "
+            "(one was interrupted?); prepare it again"
+        )
 
 
 def load_split(root: Path, part: str, mmap: bool = True) -> SkeletonSplit:
@@ -116,6 +184,7 @@ def load_split(root: Path, part: str, mmap: bool = True) -> SkeletonSplit:
         raise ValueError(f"part must be one of {PARTS}, got {part!r}")
     array_path, index_path = split_paths(root, part)
     index = read_index(index_path)
+    check_run(Path(root), index, index_path)
     if not array_path.exists():
         raise DataFormatError(f"{array_path}: array missing although its index exists")
     data = np.load(array_path, mmap_mode="r" if mmap else None, allow_pickle=False)
@@ -158,8 +227,10 @@ class SplitWriter:
         dataset: str,
         benchmark: str,
         num_classes: int,
+        run_id: str | None = None,
     ) -> None:
         self.root = Path(root)
+        self.run_id = run_id
         self.root.mkdir(parents=True, exist_ok=True)
         self.part = part
         self.array_path, self.index_path = split_paths(self.root, part)
@@ -174,7 +245,15 @@ class SplitWriter:
         self.frames: list[int] = []
 
     def append(self, sample: np.ndarray, name: str, label: int, frames: int) -> None:
-        """Append one (3, T, V, M) sample with its name, label and true frame count."""
+        """Append one (3, T, V, M) sample with its name, label and true frame count.
+
+        Raises:
+            DataFormatError: for a sample with NaN or infinite values, naming it.
+        """
+        if not np.isfinite(sample).all():
+            raise DataFormatError(
+                f"{name}: the sample holds NaN or infinite values; it cannot be trained on"
+            )
         if len(self.names) >= self.capacity:
             raise RuntimeError(f"{self.tmp_path}: more than the announced {self.capacity} samples")
         if sample.shape != self.sample_shape:
@@ -202,6 +281,7 @@ class SplitWriter:
             self.names,
             np.asarray(self.labels, np.int64),
             np.asarray(self.frames, np.int64),
+            run_id=self.run_id,
         )
         atomic_write_json(self.index_path, index.to_json())
         return index
