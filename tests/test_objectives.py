@@ -81,7 +81,7 @@ def test_the_loss_is_the_weighted_sum_of_the_terms(toy_method: str) -> None:
     views = {"joint": torch.randn(8, 3, 16, 25, 2, generator=g)}
     keys = {"joint": torch.randn(8, 3, 16, 25, 2, generator=g)}
     out = model(views, keys, epoch=1, generator=g)
-    expected = out.terms["loss_cl_joint"] + 0.5 * out.terms["loss_toy"]
+    expected = float(out.terms["loss_cl_joint"]) + 0.5 * float(out.terms["loss_toy"])
     assert out.loss.item() == pytest.approx(expected, rel=1e-6)
     assert preset_of(config).uses("toy") and not preset_of(config).halp
 

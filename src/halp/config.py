@@ -151,6 +151,10 @@ class OptimConfig:
     epochs: int = 451
     lr_steps: list[int] = dataclasses.field(default_factory=lambda: [351])
     lr_gamma: float = 0.1
+    # encoders in bf16 autocast (losses, PosHal and k-means stay fp32); fp32 until the
+    # device check shows equal losses on a GPU (benchmarks/gpu_check.py)
+    precision: Literal["fp32", "bf16"] = "fp32"
+    tf32: bool = False  # TF32 matmuls and convolutions on CUDA (Ampere and later)
 
     def __post_init__(self) -> None:
         """Check value ranges when the configuration is built, before any training."""
@@ -167,6 +171,7 @@ class LogConfig:
     wandb: Literal["offline", "online", "disabled"] = "offline"
     wandb_project: str = "halp-repro"
     knn_every: int = 5  # epochs between kNN evaluations (0: never)
+    sync_every: int = 50  # steps between reads of device values (progress, NaN check)
     save_every: int = 50  # keep checkpoint_XXXX.pt every this many epochs (0: latest only)
     progress: bool = True  # tqdm bar
     # representation health (halp.eval.health) on this many fixed training clips (0: off)
@@ -177,6 +182,7 @@ class LogConfig:
     def __post_init__(self) -> None:
         """Check value ranges when the configuration is built, before any training."""
         _require(self.knn_every >= 0, "log.knn_every", self.knn_every, "0 (never) or more")
+        _require(self.sync_every >= 1, "log.sync_every", self.sync_every, "at least 1")
         _require(self.save_every >= 0, "log.save_every", self.save_every, "0 (latest only) or more")
         _require(self.health_samples >= 0, "log.health_samples", self.health_samples, "0 or more")
         _require(self.health_every >= 1, "log.health_every", self.health_every, "at least 1")

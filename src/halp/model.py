@@ -44,7 +44,7 @@ class StepOutput:
     """The loss of one step and its detached parts, for logging."""
 
     loss: Tensor
-    terms: dict[str, float] = field(default_factory=dict)
+    terms: dict[str, float | Tensor] = field(default_factory=dict)
 
 
 @torch.no_grad()
@@ -147,14 +147,18 @@ class PretrainModel(nn.Module):
         keys: dict[str, Tensor] = {}
         negatives: dict[str, Tensor] = {}
         for m, branch in self._branches():
-            queries[m] = F.normalize(branch.encoder_q(views_q[m]), dim=1)  # (B, D)
+            with self._autocast(views_q[m]):
+                q = branch.encoder_q(views_q[m])
+            queries[m] = F.normalize(q.float(), dim=1)  # (B, D), fp32 for every objective
             with torch.no_grad():
                 momentum_update(branch.encoder_q, branch.encoder_k, momentum)
-                keys[m] = F.normalize(branch.encoder_k(views_k[m]), dim=1)  # (B, D)
+                with self._autocast(views_k[m]):
+                    k = branch.encoder_k(views_k[m])
+                keys[m] = F.normalize(k.float(), dim=1)  # (B, D)
             negatives[m] = branch.queue.keys.clone()  # (L, D); the enqueue must not touch it
         banks: dict[str, AnchorBank] = {m: b.queue for m, b in self._branches()}
         emb = Embeddings(queries, keys, negatives, banks)
-        terms: dict[str, float] = {}
+        terms: dict[str, float | Tensor] = {}
         loss: Tensor | None = None
         active = self._active(epoch)
         for name, weight in active:
@@ -171,5 +175,11 @@ class PretrainModel(nn.Module):
             count = gathered.shape[0]
         for name, weight in active:
             self._objective(name).after_enqueue(count, StepContext(epoch, step, weight, generator))
-        terms["loss"] = float(loss.detach())
+        terms["loss"] = loss.detach()
         return StepOutput(loss, terms)
+
+    def _autocast(self, x: Tensor) -> torch.autocast:
+        """bf16 autocast of an encoder under ``optim.precision: bf16``; a no-op otherwise."""
+        return torch.autocast(
+            x.device.type, dtype=torch.bfloat16, enabled=self.config.optim.precision == "bf16"
+        )

@@ -149,6 +149,57 @@ def _check_finite_state(model: torch.nn.Module, epoch: int, ckpt_path: Path) -> 
             )
 
 
+class StepLog:
+    """One epoch's step terms, summed on the device and read once per ``sync_every`` steps.
+
+    Reading a CUDA value on the host waits for every queued kernel, so the training step
+    reads none: the terms (detached 0-d tensors) are added up where they are, and the
+    losses of the last ``sync_every`` steps are checked for NaN or infinity together. A
+    non-finite loss therefore stops the run at the next check (the same epoch), naming
+    the step where it first appeared; nothing of that epoch is ever checkpointed.
+    """
+
+    def __init__(self, sync_every: int) -> None:
+        self.sync_every = sync_every
+        self.sums: dict[str, Any] = {}
+        self.counts: dict[str, int] = {}
+        self.window: list[tuple[int, torch.Tensor, dict[str, Any]]] = []
+
+    def add(self, step: int, loss: torch.Tensor, terms: dict[str, Any]) -> bool:
+        """Add one step's loss and terms; True when ``sync_every`` steps wait to be checked."""
+        for key, value in terms.items():
+            value = value.detach().double() if isinstance(value, torch.Tensor) else value
+            self.sums[key] = self.sums.get(key, 0.0) + value
+            self.counts[key] = self.counts.get(key, 0) + 1
+        self.window.append((step, loss.detach(), terms))
+        return len(self.window) >= self.sync_every
+
+    def check(self, epoch: int, ckpt_path: Path) -> None:
+        """Raise TrainingDiverged if a loss of the window was NaN or infinite."""
+        if not self.window:
+            return
+        losses = torch.stack([loss for _, loss, _ in self.window]).float().cpu()
+        finite = torch.isfinite(losses)
+        if not bool(finite.all()):
+            first = int((~finite).nonzero()[0])
+            step, _, terms = self.window[first]
+            kept = (
+                f"the last good checkpoint {ckpt_path} is kept"
+                if ckpt_path.exists()
+                else "no checkpoint was written yet"
+            )
+            values = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+            raise TrainingDiverged(
+                f"loss is {float(losses[first])} at epoch {epoch}, step {step} ({values}); "
+                f"{kept}. Lower optim.lr or check the data."
+            )
+        self.window.clear()
+
+    def means(self) -> dict[str, float]:
+        """The epoch's mean of every term, as Python floats (one device read each)."""
+        return {k: float(self.sums[k]) / self.counts[k] for k in sorted(self.sums)}
+
+
 def _rng_states(proc: Process, generator: torch.Generator) -> list[dict[str, torch.Tensor]]:
     """Every process's random states (torch's global one and the run's generator)."""
     mine = {"torch": torch.get_rng_state(), "halp": generator.get_state()}
@@ -259,6 +310,9 @@ def pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False) -> dic
     """Train ``config.method`` and return the last epoch's metrics."""
     run_dir = Path(run_dir)
     proc, device = setup_process(config.device)
+    if device.type == "cuda":  # fp32 means fp32 unless optim.tf32 says otherwise
+        torch.backends.cuda.matmul.allow_tf32 = config.optim.tf32
+        torch.backends.cudnn.allow_tf32 = config.optim.tf32
     if config.optim.batch_size % proc.world_size:
         raise ConfigError(
             f"config key 'optim.batch_size': {config.optim.batch_size} is not divisible by "
@@ -400,8 +454,7 @@ def pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False) -> dic
                 num_workers=config.data.workers,
                 pin_memory=device.type == "cuda",
             )
-        sums: dict[str, float] = {}
-        counts: dict[str, int] = {}
+        steps = StepLog(config.log.sync_every)
         net.train()
         bar = tqdm(
             loader,
@@ -414,27 +467,17 @@ def pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False) -> dic
             views_k = {m: v.to(device, non_blocking=True) for m, v in views_k.items()}
             model.prepare_step(epoch, step_counter, generator)
             out = net(views_q, views_k, epoch, generator, step_counter)
-            if not torch.isfinite(out.loss):
-                kept = (
-                    f"the last good checkpoint {ckpt_path} is kept"
-                    if ckpt_path.exists()
-                    else "no checkpoint was written yet"
-                )
-                raise TrainingDiverged(
-                    f"loss is {float(out.loss.detach())} at epoch {epoch}, step {step} "
-                    f"({', '.join(f'{k}={v:.4g}' for k, v in out.terms.items())}); {kept}. "
-                    "Lower optim.lr or check the data."
-                )
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             optimizer.step()
             step_counter += 1
-            for key, value in out.terms.items():
-                sums[key] = sums.get(key, 0.0) + value
-                counts[key] = counts.get(key, 0) + 1
-            bar.set_postfix(loss=f"{out.terms['loss']:.3f}")
+            if steps.add(step, out.loss, out.terms):  # every sync_every steps: one read
+                steps.check(epoch, ckpt_path)
+                if not bar.disable:
+                    bar.set_postfix(loss=f"{float(out.terms['loss']):.3f}")
+        steps.check(epoch, ckpt_path)
         row = {"epoch": epoch, "lr": lr, **model.logged_weights(epoch)}
-        row.update({k: sums[k] / counts[k] for k in sorted(sums)})
+        row.update(steps.means())
         last = epoch + 1 == config.optim.epochs
         if (
             proc.is_main

@@ -20,9 +20,8 @@ from torch import Tensor, nn
 class AnchorBank(Protocol):
     """Recent anchors of one modality: MoCo's key queue is one, a FIFO of anchors another."""
 
-    @property
-    def seen(self) -> Tensor:
-        """How many anchors ever entered the bank (a 0-d long tensor)."""
+    def seen_count(self) -> int:
+        """How many anchors ever entered the bank (tracked on the host: no device read)."""
         ...
 
     def recent(self, n: int) -> Tensor:
@@ -62,14 +61,16 @@ class StepContext:
         step: Training steps taken before this one (over all epochs).
         weight: This term's weight at ``epoch`` (0 means the term is off).
         generator: The run's seeded generator for objectives that draw at random.
-        terms: Diagnostics to log, name -> value; objectives add theirs.
+        terms: Diagnostics to log, name -> value; objectives add theirs as detached 0-d
+            tensors (reading them on the host would synchronise a GPU every step; the
+            training loop reads the sums once per ``log.sync_every`` steps).
     """
 
     epoch: int
     step: int
     weight: float
     generator: torch.Generator | None = None
-    terms: dict[str, float] = field(default_factory=dict)
+    terms: dict[str, float | Tensor] = field(default_factory=dict)
 
 
 class Objective(nn.Module):

@@ -102,7 +102,7 @@ class CrossModalDistillation(Objective):
             self.teacher_temperature,
             self.student_temperature,
         )
-        ctx.terms["loss_cmd"] = float(value.detach())
+        ctx.terms["loss_cmd"] = value.detach()
         return value
 
 

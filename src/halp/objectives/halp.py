@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -47,6 +48,17 @@ class Prototypes(nn.Module):
         super().__init__()
         self.register_buffer("centres", torch.zeros(num_prototypes, dim))
         self.register_buffer("ready", torch.zeros((), dtype=torch.bool))
+        self.ready_host: bool | None = False  # ``ready`` mirrored on the host
+
+    def is_ready(self) -> bool:
+        """``ready`` as a Python bool, read from the device once after each load."""
+        if self.ready_host is None:
+            self.ready_host = bool(self.ready)
+        return self.ready_host
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self.ready_host = None
 
 
 @torch.no_grad()
@@ -63,7 +75,7 @@ def refresh_prototypes(
     k-means call. Under torch.distributed the centres of process 0 are broadcast, so
     every process uses the same prototypes.
     """
-    ready = [i for i, bank in enumerate(banks) if int(bank.seen) >= options.top_k]
+    ready = [i for i, bank in enumerate(banks) if bank.seen_count() >= options.top_k]
     if not ready:
         return
     keys = torch.stack([banks[i].recent(options.top_k) for i in ready])  # (M, K, D)
@@ -85,6 +97,7 @@ def refresh_prototypes(
     for i, c in zip(ready, centres, strict=True):
         prototypes[i].centres.copy_(c)
         prototypes[i].ready.fill_(True)
+        prototypes[i].ready_host = True
 
 
 @dataclass(frozen=True)
@@ -93,13 +106,14 @@ class HalpResult:
 
     Attributes:
         loss: The scalar L_HaLP (Eq. 8), with gradient into the query only.
-        keep_rate: Fraction of positives that passed the rank filter.
-        t_star: Mean t* (Eq. 7) over the positives, or None for the q-k slerp ablation.
+        keep_rate: Fraction of positives that passed the rank filter (0-d, detached).
+        t_star: Mean t* (Eq. 7) over the positives (0-d, detached), or None for the q-k
+            slerp ablation.
     """
 
     loss: Tensor
-    keep_rate: float
-    t_star: float | None
+    keep_rate: Tensor
+    t_star: Tensor | None
 
 
 def halp_term(
@@ -127,7 +141,7 @@ def halp_term(
     if generator is None:
         raise ValueError("HaLP draws positives at random: pass the run's generator")
     anchor = anchor.detach()
-    t_star_mean: float | None = None
+    t_star_mean: Tensor | None = None
     if options.generator == "prototype":
         hal = hallucinate(
             anchor,
@@ -140,14 +154,14 @@ def halp_term(
             psel=options.psel,
         )
         positives, keep = hal.h, hal.keep
-        t_star_mean = float(hal.t_star.mean())
+        t_star_mean = hal.t_star.mean()
     else:  # qk_slerp: from the anchor towards the query, every positive kept
         positives = slerp_towards(
             anchor, query.detach(), options.num_positives, options.lam, generator
         )
         keep = torch.ones(positives.shape[:2], dtype=torch.bool, device=query.device)
     loss = halp_loss(query, positives, keep, temperature)
-    return HalpResult(loss, float(keep.float().mean()), t_star_mean)
+    return HalpResult(loss, keep.float().mean(), t_star_mean)
 
 
 class HaLP(Objective):
@@ -175,11 +189,12 @@ class HaLP(Objective):
             {m: Prototypes(options.num_prototypes, dim) for m in modalities}
         )
         self.register_buffer("keys_seen", torch.zeros((), dtype=torch.long))
+        self.keys_seen_host: int | None = 0
 
     def prepare(self, banks: Mapping[str, AnchorBank], ctx: StepContext) -> None:
         """Refresh the prototypes every ``refresh_every`` steps, or until all are ready."""
         sets = [self._set(m) for m in self.prototypes]
-        ready = all(bool(p.ready) for p in sets)
+        ready = all(p.is_ready() for p in sets)
         if ctx.step % self.options.refresh_every == 0 or not ready:
             refresh_prototypes(
                 sets, [banks[m] for m in self.prototypes], self.options, ctx.generator
@@ -187,12 +202,12 @@ class HaLP(Objective):
 
     def loss(self, emb: Embeddings, ctx: StepContext) -> Tensor | None:
         """sum_m L_HaLP(m) over the modalities whose prototypes are ready."""
-        if int(self.keys_seen) < self.options.warmup_samples:
+        if self._keys_seen() < self.options.warmup_samples:
             return None
         total = next(iter(emb.queries.values())).new_zeros(())
         for m in self.prototypes:
             protos = self._set(m)
-            if not bool(protos.ready):
+            if not protos.is_ready():
                 continue
             q = emb.queries[m]
             anchor = emb.keys[m] if self.options.anchor == "key" else q.detach()
@@ -201,7 +216,7 @@ class HaLP(Objective):
             )
             if result.t_star is not None:
                 ctx.terms[f"halp_t_star_{m}"] = result.t_star
-            ctx.terms[f"loss_halp_{m}"] = float(result.loss.detach())
+            ctx.terms[f"loss_halp_{m}"] = result.loss.detach()
             ctx.terms[f"halp_keep_{m}"] = result.keep_rate
             total = total + result.loss
         return total
@@ -209,6 +224,17 @@ class HaLP(Objective):
     def after_enqueue(self, count: int, ctx: StepContext) -> None:
         """Count the anchors that entered the banks while HaLP was on."""
         self.keys_seen.add_(count)
+        if self.keys_seen_host is not None:
+            self.keys_seen_host += count
+
+    def _keys_seen(self) -> int:
+        if self.keys_seen_host is None:  # after a checkpoint was loaded: read it once
+            self.keys_seen_host = int(self.keys_seen)
+        return self.keys_seen_host
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self.keys_seen_host = None
 
     def _set(self, modality: str) -> Prototypes:
         module = self.prototypes[modality]

@@ -7,6 +7,8 @@ HaLP's prototypes are drawn.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -48,6 +50,7 @@ class KeyQueue(nn.Module):
         self.register_buffer("keys", F.normalize(init, dim=1))  # (L, D)
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))  # next slot
         self.register_buffer("seen", torch.zeros((), dtype=torch.long))  # keys ever enqueued
+        self.seen_host: int | None = 0
 
     @property
     def size(self) -> int:
@@ -62,8 +65,19 @@ class KeyQueue(nn.Module):
             raise ValueError(f"cannot enqueue {n} keys into a queue of {self.size}")
         idx = (self.ptr + torch.arange(n, device=keys.device)) % self.size
         self.keys[idx] = keys.detach().to(self.keys.dtype)
-        self.ptr.fill_(int((self.ptr + n) % self.size))
+        self.ptr.copy_((self.ptr + n) % self.size)  # on the device: no host round trip
         self.seen.add_(n)
+        self.seen_host = None if self.seen_host is None else self.seen_host + n
+
+    def seen_count(self) -> int:
+        """Keys ever enqueued, as a Python int, read from the device once and then tracked."""
+        if self.seen_host is None:
+            self.seen_host = int(self.seen)
+        return self.seen_host
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self.seen_host = None  # re-read after a checkpoint is loaded
 
     def recent(self, n: int) -> Tensor:
         """The ``n`` most recently enqueued keys, oldest first (n <= L)."""
@@ -103,8 +117,8 @@ class InfoNCE(Objective):
                 emb.queries[m], emb.keys[m], emb.negatives[m], self.temperature
             )
             total = total + loss_cl
-            ctx.terms[f"loss_cl_{m}"] = float(loss_cl.detach())
-            ctx.terms[f"acc_{m}"] = float((logits.argmax(dim=1) == 0).float().mean())
+            ctx.terms[f"loss_cl_{m}"] = loss_cl.detach()
+            ctx.terms[f"acc_{m}"] = (logits.detach().argmax(dim=1) == 0).float().mean()
         return total
 
 
