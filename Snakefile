@@ -26,6 +26,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/graphs.smk"
 include: "workflow/rules/tables.smk"
 
 
@@ -33,5 +34,6 @@ rule all:
     default_target: True
     input:
         all_results(),
+        graph_results(),
         "results/tables",
         "results/figures",

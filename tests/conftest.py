@@ -23,6 +23,18 @@ def realdata() -> Path:
 
 
 @pytest.fixture(scope="session")
+def tu_realdata() -> Path:
+    """The folder of real TU datasets (MUTAG, NCI1, PROTEINS, DD); tests skip when absent."""
+    folder = REALDATA / "tu"
+    if not (folder / "MUTAG").is_dir():
+        pytest.skip(
+            f"real TU datasets not found at {folder}; set HALP_REALDATA to the folder "
+            "holding tu/MUTAG, tu/NCI1, tu/PROTEINS and tu/DD"
+        )
+    return folder
+
+
+@pytest.fixture(scope="session")
 def synth_ntu_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """48 synthetic NTU .skeleton files (6 classes x 8), shared by the session; read-only."""
     from halp.data.synthetic import synth_ntu

@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("objectives", ("objectives",)),
     ("methods", ("methods", "model", "checkpoint")),
     ("eval", ("eval",)),
-    ("run", ("train", "evaluate")),
+    ("run", ("train", "evaluate", "graphcl")),
     ("report", ("report",)),
     ("interface", ("smoke", "cli", "__main__")),
 ]

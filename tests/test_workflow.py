@@ -72,6 +72,15 @@ def expected_counts(config: dict) -> dict[str, int]:
     }
     if config["synthetic"]:
         counts.update(synth_ntu=1, synth_pku2=1)
+    graphs = config["graphs"]
+    pairs = len(graphs["datasets"]) * len(graphs["methods"])
+    counts.update(
+        prepare_tu=len(graphs["datasets"]),
+        graphcl_seed=pairs * len(graphs["seeds"]),
+        graphcl_summary=pairs,
+    )
+    if graphs["synthetic"]:
+        counts["synth_tu"] = len(graphs["datasets"])
     return counts
 
 
@@ -82,6 +91,8 @@ def test_full_grid_plans_every_job_of_the_paper() -> None:
     # the paper's grid: 5 benchmarks x 4 methods + 13 ablation variants; linear 20, kNN 16
     # (NTU only), semi 2 x 4 x 4 = 32, ablations 13; transfer 2 sources x 4 methods
     assert (stats["pretrain"], stats["evaluate"], stats["transfer"]) == (33, 81, 8)
+    # the poster's graph table: 4 datasets x 2 methods x 5 seeds
+    assert (stats["graphcl_seed"], stats["graphcl_summary"]) == (40, 8)
 
 
 def test_single_target_plans_only_its_chain() -> None:

@@ -74,15 +74,40 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--dataset", required=True, choices=("ntu60", "ntu120", "pku2"))
     p.add_argument("--benchmark", default=None, help="default: from the folder name")
+    p = kinds.add_parser("tu", help="a TU graph dataset (MUTAG, NCI1, PROTEINS, DD, ...)")
+    p.add_argument("name", help="the TU dataset name, e.g. MUTAG")
+    p.add_argument("--out", type=Path, required=True, help="root folder (writes NAME/raw/)")
+    p.add_argument(
+        "--source", type=Path, default=None, help="a local NAME.zip or NAME_*.txt folder"
+    )
+    p.add_argument(
+        "--url", default=None, help="download address, {name} = NAME (default: TU collection)"
+    )
 
 
 def _add_synth(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="write a synthetic dataset in the real raw formats")
-    p.add_argument("kind", choices=("ntu", "pku"))
+    p.add_argument("kind", choices=("ntu", "pku", "tu"))
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--classes", type=int, default=6)
     p.add_argument("--per-class", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--name", default="SYNTHETIC", help="tu: the dataset name")
+    p.add_argument("--graphs", type=int, default=188, help="tu: number of graphs")
+
+
+def _add_graphcl(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("graphcl", help="GraphCL / GraphCL+HaLP on a TU dataset, one seed")
+    _add_config_options(p, "method=graphcl_halp")
+    p.add_argument("--out", type=Path, default=None, help="the per-seed results JSON to write")
+    p.add_argument(
+        "--print-config", action="store_true", help="print the resolved configuration and exit"
+    )
+    p.epilog = _config_keys_help("GraphCLConfig")
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser("graphcl-summary", help="summarise per-seed graph results (mean ± std)")
+    p.add_argument("seeds", type=Path, nargs="+", help="per-seed JSONs of `halp graphcl`")
+    p.add_argument("--out", type=Path, required=True, help="e.g. results/tu_mutag_graphcl_svm.json")
 
 
 def _add_smoke(sub: argparse._SubParsersAction) -> None:
@@ -195,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_synth(sub)
     _add_pretrain(sub)
     _add_evaluate(sub)
+    _add_graphcl(sub)
     _add_fetch(sub)
     _add_tables(sub)
     _add_figures(sub)
@@ -234,6 +260,12 @@ def run_prepare(args: argparse.Namespace) -> None:
             skip_bad=args.skip_bad,
             compaction=args.compaction,
         )
+    elif args.kind == "tu":
+        from halp.data.tu import TU_URL, prepare_tu
+
+        raw = prepare_tu(args.name, args.out, args.source, args.url or TU_URL)
+        print(f"wrote {raw} (verified) in {time.perf_counter() - start:.1f} s")
+        return
     else:
         summary = prepare.import_cmd(args.src, args.out, args.dataset, args.benchmark)
     for line in summary.lines():
@@ -245,7 +277,13 @@ def run_synth(args: argparse.Namespace) -> None:
     """``halp synth``: write a synthetic dataset in the real raw formats."""
     from halp.data import synthetic
 
-    if args.kind == "ntu":
+    if args.kind == "tu":
+        from halp.data import tu
+
+        arrays = tu.synthetic_tu(args.graphs, args.seed)
+        tu.write_tu(args.out, args.name, arrays)
+        print(f"wrote {arrays.num_graphs} graphs as {args.out}/{args.name}_*.txt (TU format)")
+    elif args.kind == "ntu":
         files = synthetic.synth_ntu(args.out, args.classes, args.per_class, args.seed)
         print(f"wrote {len(files)} NTU .skeleton files under {args.out}")
     else:
@@ -301,6 +339,33 @@ def run_evaluate(args: argparse.Namespace) -> None:
     )
 
 
+def run_graphcl(args: argparse.Namespace) -> None:
+    """``halp graphcl``: pretrain GraphCL(+HaLP) on a TU dataset, then the SVM protocol."""
+    import yaml
+
+    from halp.config import GraphCLConfig, load_config, to_dict
+    from halp.errors import UsageError
+    from halp.graphcl import run
+
+    config = load_config(GraphCLConfig, args.config, args.overrides)
+    if args.print_config:
+        print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
+        return
+    if args.out is None:
+        raise UsageError("halp graphcl needs --out FILE (the per-seed results JSON to write)")
+    run(config, args.out, log=log.info)
+    print(f"wrote {args.out}")
+
+
+def run_graphcl_summary(args: argparse.Namespace) -> None:
+    """``halp graphcl-summary``: mean ± std over seeds of per-seed graph results."""
+    from halp.report.graphs import summarise
+
+    s = summarise(args.seeds, args.out)
+    spread = "" if s["std"] is None else f" ± {s['std']:.2f}"
+    print(f"{s['dataset']} {s['method']}: {s['mean']:.2f}{spread} over seeds {s['seeds']}")
+
+
 def run_fetch(args: argparse.Namespace) -> None:
     """``halp fetch``: download a file, keeping it only if its sha256 matches."""
     from halp.data.fetch import fetch
@@ -342,6 +407,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "synth": run_synth,
         "pretrain": run_pretrain,
         "evaluate": run_evaluate,
+        "graphcl": run_graphcl,
+        "graphcl-summary": run_graphcl_summary,
         "fetch": run_fetch,
         "tables": run_tables,
         "figures": run_figures,

@@ -275,6 +275,82 @@ class EvalConfig:
             _require(0.0 < self.lr < float("inf"), "lr", self.lr, "a finite positive number")
 
 
+@dataclasses.dataclass
+class SvmConfig:
+    """The graph protocol: RBF SVM, C by inner CV inside an outer stratified k-fold."""
+
+    folds: int = 10  # outer StratifiedKFold (shuffled, seeded by the run's seed)
+    inner_folds: int = 5  # GridSearchCV's cv=5 (StratifiedKFold, not shuffled)
+    c_grid: list[float] = dataclasses.field(
+        default_factory=lambda: [1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3]
+    )
+    workers: int = 2  # processes over the outer folds (1: in-process)
+
+    def __post_init__(self) -> None:
+        """Check value ranges when the configuration is built, before any training."""
+        _require(self.folds >= 2, "svm.folds", self.folds, "at least 2")
+        _require(self.inner_folds >= 2, "svm.inner_folds", self.inner_folds, "at least 2")
+        _require(
+            len(self.c_grid) >= 1 and all(c > 0 for c in self.c_grid),
+            "svm.c_grid",
+            self.c_grid,
+            "a non-empty list of positive numbers",
+        )
+        _require(self.workers >= 1, "svm.workers", self.workers, "at least 1")
+
+
+def _graph_halp() -> HalpConfig:
+    """HaLP inside GraphCL (our reading): mu = 1 from the middle epoch, Sec. 4.2's PosHal."""
+    return HalpConfig(mu=1.0, mu_start_epoch=10)
+
+
+@dataclasses.dataclass
+class GraphCLConfig:
+    """GraphCL (You et al. 2020) on TU graphs, with or without HaLP (the poster's graph table).
+
+    ``method: graphcl_halp`` adds mu L_HaLP from ``halp.mu_start_epoch`` (our reading:
+    anchors = detached view-2 projections, prototypes from a FIFO of the last
+    ``halp.top_k`` anchors, tau = ``temperature``); README "HaLP inside GraphCL".
+    """
+
+    method: Literal["graphcl", "graphcl_halp"] = "graphcl"
+    dataset: str = "MUTAG"
+    root: str = "data/tu"  # holds DATASET/raw/DATASET_*.txt (`halp prepare tu`)
+    seed: int = 0
+    # views (halp.data.graph_augment)
+    aug_set: Literal["random2", "random3", "random4"] = "random2"
+    subgraph: Literal["released", "walk"] = "released"
+    edge_perturbation: Literal["released", "paper"] = "released"
+    self_loops: Literal["released", "none"] = "released"
+    drop_ratio: float = 0.1
+    subgraph_ratio: float = 0.2
+    perturb_ratio: float = 0.1
+    mask_ratio: float = 0.1
+    # encoder and optimisation (the released unsupervised_TU code)
+    hidden: int = 32
+    layers: int = 3
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 0.01
+    temperature: float = 0.2
+    halp: HalpConfig = dataclasses.field(default_factory=_graph_halp)
+    svm: SvmConfig = dataclasses.field(default_factory=SvmConfig)
+    threads: int = 1  # torch CPU threads (small graphs: 1 is fastest); 0: torch's default
+
+    def __post_init__(self) -> None:
+        """Check value ranges when the configuration is built, before any training."""
+        for key in ("hidden", "layers", "epochs", "batch_size"):
+            value = getattr(self, key)
+            _require(value >= 1, key, value, "at least 1")
+        for key in ("drop_ratio", "subgraph_ratio", "perturb_ratio", "mask_ratio"):
+            value = getattr(self, key)
+            _require(0.0 <= value < 1.0, key, value, "in [0, 1)")
+        _require(self.lr > 0, "lr", self.lr, "positive")
+        _require(self.temperature > 0, "temperature", self.temperature, "positive")
+        _require(self.batch_size >= 2, "batch_size", self.batch_size, "at least 2 (NT-Xent)")
+        _require(self.threads >= 0, "threads", self.threads, "0 or more")
+
+
 # ------------------------------------------------------------------------ loading
 
 

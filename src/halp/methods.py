@@ -153,7 +153,13 @@ def term_weights(config: PretrainConfig, epoch: int) -> dict[str, float]:
     return {t.objective: term_weight(config, t).at(epoch) for t in preset_of(config).terms}
 
 
+GRAPH_METHODS: dict[str, str] = {"graphcl": "GraphCL", "graphcl_halp": "GraphCL+HaLP"}
+"""The graph methods (``halp graphcl``, config key ``method``) and their display names."""
+
+
 def method_label(method: str) -> str:
     """The display name of a method preset (the name itself for an unknown one)."""
     preset = PRESETS.get(method)
-    return preset.label if preset is not None and preset.label else method
+    if preset is None:
+        return GRAPH_METHODS.get(method, method)
+    return preset.label or method

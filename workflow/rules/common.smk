@@ -156,3 +156,47 @@ def all_runs():
             head, _protocol = name.rsplit("_", 1)
             runs.append(f"runs/{head}/final.pt")
     return sorted(set(runs))
+
+
+# ---------------------------------------------------------------- graphs (graphs.smk)
+
+GRAPHS = config["graphs"]
+TU_NAMES = {name.lower(): name for name in GRAPHS["datasets"]}
+
+
+wildcard_constraints:
+    tud="|".join(TU_NAMES) or "none",
+    gmethod="graphcl|graphcl-halp",
+    seed="[0-9]+",
+
+
+def tu_source(name):
+    """--source for `halp prepare tu`: synthetic raw files, a configured copy, or none."""
+    if GRAPHS["synthetic"]:
+        return f"raw/synthetic/tu/{name}"
+    return GRAPHS["source"].get(name)
+
+
+def graph_results():
+    """Every results file the graph table asks for."""
+    return [
+        f"results/tu_{name.lower()}_{method.replace('_', '-')}_svm.json"
+        for name in GRAPHS["datasets"]
+        for method in GRAPHS["methods"]
+    ]
+
+
+def graphcl_args(wildcards):
+    name = TU_NAMES[wildcards.tud]
+    base = f"--config {shlex.quote(GRAPHS['config'])} " if GRAPHS.get("config") else ""
+    return base + set_args(
+        GRAPHS["set"],
+        GRAPHS["per_dataset"].get(name, {}),
+        {
+            "dataset": name,
+            "root": GRAPHS["root"],
+            "method": wildcards.gmethod.replace("-", "_"),
+            "seed": int(wildcards.seed),
+            "svm.workers": GRAPHS["threads"],  # torch itself runs on one thread
+        },
+    )

@@ -4,6 +4,7 @@
 rule tables:
     input:
         all_results(),
+        graph_results(),
     output:
         report(
             directory("results/tables"),

@@ -7,6 +7,10 @@
 - ``{source}_to_{target}_{variant}_transfer.json``: pretrained on ``source`` x-sub,
   fine-tuned on ``target`` x-sub.
 - ``overhead.json``: Table 4's time and memory.
+- ``tu_{dataset}_{method}_svm.json``: the graph table (GraphCL, GraphCL+HaLP on TU
+  graphs), ``dataset`` a TU name in lower case (``mutag``, ``nci1``, ``proteins``,
+  ``dd``), ``method`` ``graphcl`` or ``graphcl-halp``; it summarises the per-seed files
+  ``graphs/tu_{dataset}_{method}_seed{seed}.json``.
 
 The tables, the figures and the workflow use these names; the workflow keeps a copy of
 the patterns (it cannot always import the package) and a test checks that they agree.
@@ -33,6 +37,7 @@ TRANSFER_NAME = re.compile(
     r"_transfer\.json$"
 )
 OVERHEAD_NAME = "overhead.json"
+GRAPH_NAME = re.compile(r"^tu_(?P<dataset>[a-z0-9_]+)_(?P<method>graphcl|graphcl-halp)_svm\.json$")
 
 
 def result_name(dataset: str, split: str, variant: str, protocol: str) -> str:
@@ -66,3 +71,21 @@ def variant_label(variant: str) -> str:
     base, _, ablation = variant.partition("-")
     label = method_label(base)
     return f"{label} ({ablation})" if ablation else label
+
+
+def graph_method_slug(method: str) -> str:
+    """Config ``method`` -> file-name part: ``graphcl_halp`` -> ``graphcl-halp``."""
+    return method.replace("_", "-")
+
+
+def graph_name(dataset: str, method: str) -> str:
+    """Name of a graph-table result, e.g. ``tu_mutag_graphcl-halp_svm.json``."""
+    name = f"tu_{dataset.lower()}_{graph_method_slug(method)}_svm.json"
+    if not GRAPH_NAME.match(name):
+        raise ValueError(f"{name!r} does not follow the graph results naming pattern")
+    return name
+
+
+def graph_seed_name(dataset: str, method: str, seed: int) -> str:
+    """Name of one seed's graph result (under ``results/graphs/``)."""
+    return f"tu_{dataset.lower()}_{graph_method_slug(method)}_seed{seed}.json"

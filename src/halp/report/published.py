@@ -129,3 +129,23 @@ LINEAR_CITED: tuple[Cited, ...] = (
 SEMI_FRACTIONS = (1, 5, 10, 20)  # percent of the training labels
 SEMI_BENCHMARKS: tuple[Benchmark, ...] = (("ntu60", "xsub"), ("ntu60", "xview"))
 SEMI_PUBLISHED = "n/a (supplement)"
+
+# The poster's table "HaLP with GraphCL" (SVM protocol, mean ± std over 5 seeds, %); the
+# GraphCL row is the GraphCL paper's (You et al. 2020, Table 3).
+GRAPH_DATASETS = ("NCI1", "PROTEINS", "DD", "MUTAG")
+GRAPH_DATASET_LABELS = {"NCI1": "NCI-1", "PROTEINS": "PROTEINS", "DD": "DD", "MUTAG": "MUTAG"}
+GRAPH_METHODS = ("graphcl", "graphcl_halp")
+GRAPH: dict[str, dict[str, tuple[str, str]]] = {
+    "graphcl": {
+        "NCI1": ("77.87", "0.41"),
+        "PROTEINS": ("74.39", "0.45"),
+        "DD": ("78.62", "0.40"),
+        "MUTAG": ("86.80", "1.34"),
+    },
+    "graphcl_halp": {
+        "NCI1": ("78.88", "0.41"),
+        "PROTEINS": ("74.65", "0.70"),
+        "DD": ("79.20", "0.60"),
+        "MUTAG": ("89.35", "1.2"),
+    },
+}

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from halp.errors import TablesError
-from halp.report.naming import EVAL_NAME, OVERHEAD_NAME, TRANSFER_NAME
+from halp.report.naming import EVAL_NAME, GRAPH_NAME, OVERHEAD_NAME, TRANSFER_NAME
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,7 @@ class Inputs:
     overhead: dict[str, Any] | None
     ignored: list[str]
     used: set[str] = field(default_factory=set)
+    graphs: dict[str, dict[str, Any]] = field(default_factory=dict)  # tu_*_svm.json
 
     def target(self, name: str) -> str:
         """The path of a results file in the results folder, as text."""
@@ -143,6 +144,7 @@ def read_inputs(results_dir: Path) -> Inputs:
     results_dir = Path(results_dir)
     results: dict[str, Result] = {}
     ignored: list[str] = []
+    graphs: dict[str, dict[str, Any]] = {}
     overhead = None
     paths = sorted(results_dir.glob("*.json")) if results_dir.is_dir() else []
     for path in paths:
@@ -150,7 +152,29 @@ def read_inputs(results_dir: Path) -> Inputs:
             overhead = read_overhead(path)
         elif EVAL_NAME.match(path.name) or TRANSFER_NAME.match(path.name):
             results[path.name] = read_result(path)
+        elif GRAPH_NAME.match(path.name):
+            graphs[path.name] = read_graph_result(path)
         else:
             log.info("ignoring %s: not a results file name", path)
             ignored.append(path.name)
-    return Inputs(results_dir, results, overhead, ignored)
+    return Inputs(results_dir, results, overhead, ignored, graphs=graphs)
+
+
+def read_graph_result(path: Path) -> dict[str, Any]:
+    """A ``tu_{dataset}_{method}_svm.json`` summary, checked against its name."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise TablesError(f"{path}: not valid JSON ({err})") from None
+    match = GRAPH_NAME.match(path.name)
+    assert match is not None
+    if not isinstance(data, dict) or data.get("kind") != "graph_svm":
+        raise TablesError(f"{path}: not a graph summary (write it with `halp graphcl-summary`)")
+    for key, want in (
+        ("dataset", match["dataset"]),
+        ("method", match["method"].replace("-", "_")),
+    ):
+        found = str(data.get(key, "")).lower() if key == "dataset" else data.get(key)
+        if found != want:
+            raise TablesError(f"{path}: holds {key} {data.get(key)!r}, its name says {want!r}")
+    return data
