@@ -71,11 +71,25 @@ def env_vars() -> dict[str, str]:
     return values
 
 
+def build_arg_defaults() -> dict[str, str]:
+    """Defaults of the ARGs declared before the first FROM (the base image is one)."""
+    defaults = {}
+    for word, args in dockerfile_instructions():
+        if word == "FROM":
+            break
+        if word == "ARG":
+            key, _, value = args.partition("=")
+            defaults[key.strip()] = value.strip().strip('"')
+    return defaults
+
+
 def base_images() -> list[str]:
+    """The image of every FROM, with ${ARG} replaced by its default: the default build's bases."""
+    defaults = build_arg_defaults()
     images = []
     for args in instructions("FROM"):
         words = [w for w in args.split() if not w.startswith("--")]
-        images.append(words[0])
+        images.append(re.sub(r"\$\{?(\w+)\}?", lambda m: defaults[m.group(1)], words[0]))
     return images
 
 
@@ -150,6 +164,12 @@ def test_base_image_is_pinned_by_digest():
         assert match, f"FROM {image} is not pinned by digest (@sha256:<64 hex digits>)"
         assert set(match.group(1)) != {"0"}, f"FROM {image} still has the placeholder digest"
         assert ":latest" not in image, f"FROM {image} uses the moving 'latest' tag"
+
+
+def test_base_image_is_a_build_argument():
+    defaults = build_arg_defaults()
+    assert instructions("FROM") == ["${BASE_IMAGE}"], "FROM takes the base from ARG BASE_IMAGE"
+    assert "BASE_IMAGE" in defaults, "ARG BASE_IMAGE needs the GPU base as its default"
 
 
 def test_base_image_is_a_pytorch_cuda_runtime_image():
