@@ -86,7 +86,7 @@ def launcher():
     """halp, or torchrun over several GPUs when the pretraining asks for them."""
     gpus = config["pretrain"]["gpus"]
     if gpus > 1:
-        return f"torchrun --standalone --nproc_per_node={gpus} -m halp"
+        return f"torchrun --standalone --nproc_per_node={gpus} -m halp --"
     return "halp"
 
 
