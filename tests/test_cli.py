@@ -147,4 +147,4 @@ def test_a_bad_config_value_fails_before_any_data_is_read(
     assert "config key 'halp.lam': 1.5 is invalid; it must be in [0, 1]" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
     assert main(["pretrain", "--config", "builtin:nope", "--run", str(tmp_path / "r")]) == 2
-    assert "known: builtin:smoke" in capsys.readouterr().err
+    assert "known: builtin:graphcl, builtin:smoke" in capsys.readouterr().err

@@ -254,6 +254,15 @@ def test_cli_synth_prepare_graphcl_summary(
     assert "SYNTHETIC graphcl:" in capsys.readouterr().out
 
 
+def test_halp_keys_without_meaning_in_graphcl_are_refused() -> None:
+    from halp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"halp\.anchor"):
+        load_config(GraphCLConfig, None, ["halp.anchor=query"])
+    with pytest.raises(ConfigError, match=r"halp\.warmup_samples"):
+        load_config(GraphCLConfig, None, ["halp.warmup_samples=10"])
+
+
 def test_cli_refuses_a_corrupt_archive_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -25,6 +25,7 @@ STEMS = (
     "table6_prototypes",
     "table_ablations",
     "table_semi",
+    "table_graphcl",
 )
 
 

@@ -349,6 +349,19 @@ class GraphCLConfig:
         _require(self.temperature > 0, "temperature", self.temperature, "positive")
         _require(self.batch_size >= 2, "batch_size", self.batch_size, "at least 2 (NT-Xent)")
         _require(self.threads >= 0, "threads", self.threads, "0 or more")
+        # keys of the skeleton methods' HaLP that have no meaning inside GraphCL
+        _require(
+            self.halp.anchor == "key",
+            "halp.anchor",
+            self.halp.anchor,
+            "'key' in GraphCL (its anchors are the detached view-2 projections)",
+        )
+        _require(
+            self.halp.warmup_samples == 0,
+            "halp.warmup_samples",
+            self.halp.warmup_samples,
+            "0 in GraphCL (prototypes wait for halp.top_k anchors in the FIFO instead)",
+        )
 
 
 # ------------------------------------------------------------------------ loading

@@ -25,6 +25,9 @@ import numpy as np
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.svm import SVC
 
+C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3)
+"""The released protocol's C values."""
+
 
 @dataclass(frozen=True)
 class SvmResult:
@@ -96,7 +99,7 @@ def svm_protocol(
     seed: int,
     folds: int = 10,
     inner_folds: int = 5,
-    c_grid: Sequence[float] = (1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3),
+    c_grid: Sequence[float] = C_GRID,
     workers: int = 1,
 ) -> SvmResult:
     """The protocol on embeddings ``x`` (G, D) and labels ``y`` (G,), folds seeded by ``seed``."""
@@ -118,7 +121,7 @@ def plain_protocol(
     seed: int,
     folds: int = 10,
     inner_folds: int = 5,
-    c_grid: Sequence[float] = (1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3),
+    c_grid: Sequence[float] = C_GRID,
 ) -> SvmResult:
     """The reference: ``GridSearchCV(SVC(), {"C": c_grid}, cv=inner_folds)`` per outer fold."""
     x = np.asarray(x, dtype=np.float64)
