@@ -13,16 +13,16 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 from packaging.requirements import Requirement
-from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
+
+from test_container import declared_ranges  # one reading of pyproject.toml
 
 ROOT = Path(__file__).resolve().parents[1]
 ENVS = ROOT / "envs"
@@ -30,7 +30,6 @@ REQUIREMENTS = ENVS / "requirements.txt"
 LOCKS = ("requirements-lock.txt", "torch-cpu-lock.txt", "test-lock.txt")
 HASH = re.compile(r"^--hash=sha256:[0-9a-f]{64}$")
 INPUT = re.compile(r"^# input: requirements\.txt sha256=([0-9a-f]{64}); (\S+); (\S+)$", re.M)
-DEV_EXTRAS = {"test", "dev", "lint", "docs"}  # not part of the image, as in test_container.py
 
 
 @dataclass(frozen=True)
@@ -95,19 +94,6 @@ def direct_pins() -> dict[str, Version]:
             req = Requirement(line)
             out[canonicalize_name(req.name)] = Version(next(iter(req.specifier)).version)
     return out
-
-
-def declared_ranges() -> dict[str, list[SpecifierSet]]:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    lines = list(project["dependencies"])
-    for extra, deps in project.get("optional-dependencies", {}).items():
-        if extra not in DEV_EXTRAS:
-            lines += deps
-    ranges: dict[str, list[SpecifierSet]] = {}
-    for line in lines:
-        req = Requirement(line)
-        ranges.setdefault(canonicalize_name(req.name), []).append(req.specifier)
-    return ranges
 
 
 def conda_pip_pins() -> dict[str, Version]:
