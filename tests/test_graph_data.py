@@ -12,7 +12,7 @@ import pytest
 from halp.config import GraphCLConfig
 from halp.data import graph_augment as ga
 from halp.data import tu
-from halp.errors import DataFormatError, PrepareError
+from halp.errors import DataFormatError, FetchError, PrepareError
 
 # ------------------------------------------------------------------ TU files
 
@@ -57,6 +57,19 @@ def test_prepare_from_an_archive_writes_what_torch_geometric_reads(
         assert (pyg[i].x == ours.x[i]).all()  # one-hot node labels, same columns
         pyg_edges = {tuple(e) for e in pyg[i].edge_index.T.tolist()}
         assert pyg_edges == {tuple(e) for e in ours.edges[i].T.tolist()}
+
+
+def test_the_download_path_fetches_and_verifies_an_archive(
+    tu_realdata: Path, tmp_path: Path
+) -> None:
+    # a file:// address goes through the same urllib download as the TU collection's https
+    archive = _mutag_zip(tu_realdata, tmp_path)
+    url = archive.with_name("{name}.zip").as_uri().replace("%7B", "{").replace("%7D", "}")
+    raw = tu.prepare_tu("MUTAG", tmp_path / "tu", url=url)
+    manifest = (raw / "manifest.json").read_text()
+    assert '"verified": true' in manifest and archive.as_uri() in manifest
+    with pytest.raises(FetchError, match="pass --source"):
+        tu.prepare_tu("NCI1", tmp_path / "tu", url=url)  # no NCI1.zip there
 
 
 def test_a_truncated_archive_is_refused_and_nothing_is_written(
