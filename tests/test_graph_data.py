@@ -126,6 +126,11 @@ def test_malformed_lines_are_named(tmp_path: Path) -> None:
     a.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataFormatError, match=r"X_A\.txt:3: expected 2 integer"):
         tu.read_tu(tmp_path, "X")
+    # a value too many on one line and one too few on the next still total 2 per line
+    lines[2], lines[3] = "3, 4, 5", "6"
+    a.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataFormatError, match=r"X_A\.txt:3: expected 2 integer"):
+        tu.read_tu(tmp_path, "X")
     (tmp_path / "X_node_labels.txt").unlink()
     with pytest.raises(DataFormatError, match=r"X_node_labels\.txt is missing"):
         tu.read_tu(tmp_path, "X")

@@ -106,13 +106,19 @@ class TuArrays:
 
 
 def _parse_ints(text: str, path: Path, columns: int) -> np.ndarray:
-    """Parse ``columns`` integers per line; on failure name the first bad line."""
+    """Parse ``columns`` integers per line; on failure name the first bad line.
+
+    The fast path parses the whole text at once; it is taken only when every non-blank
+    line holds ``columns - 1`` commas and the value count is ``columns`` per line, so a
+    line with a value too many cannot be balanced by a later one with a value too few.
+    """
     lines = [line for line in text.splitlines() if line.strip()]
     try:
         values = np.array(text.replace(",", " ").split(), dtype=np.int64)
     except ValueError:
         values = None
-    if values is not None and values.size == columns * len(lines):
+    shaped = all(line.count(",") == columns - 1 for line in lines)
+    if values is not None and shaped and values.size == columns * len(lines):
         return values.reshape(len(lines), columns) if columns > 1 else values
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
