@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from halp import __version__
 
@@ -27,6 +28,15 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--out", type=Path, required=True, help="output folder")
         p.add_argument(
+            "--recipe",
+            choices=("2s-agcn", "crossclr"),
+            default="2s-agcn",
+            help="'2s-agcn' (default): the normalisation of ISC/CMD/HaLP, 300 frames; "
+            "'crossclr' (NTU only): CrosSCLR/AimCLR/HiCLR's, the first two bodies centred "
+            "on joint 21, resized to 50 frames, shoulders turned onto x (a config's "
+            "data.recipe must name the recipe of its data)",
+        )
+        p.add_argument(
             "--workers", type=int, default=None, help="worker processes (default: all cores)"
         )
         p.add_argument(
@@ -37,9 +47,9 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
         p.add_argument(
             "--compaction",
             choices=("all", "leading"),
-            default="all",
-            help="'all' (default) moves every valid frame to the front; 'leading' "
-            "is the 2s-AGCN code (only when frame 0 is empty)",
+            default=None,
+            help="2s-AGCN recipe: 'all' (default) moves every valid frame to the front; "
+            "'leading' is the 2s-AGCN code (only when frame 0 is empty)",
         )
 
     for name, text in (
@@ -174,16 +184,54 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="linear, kNN, semi-supervised, fine-tuning, transfer")
-    p.add_argument("protocol", choices=("linear", "knn", "semi", "finetune", "transfer"))
-    p.add_argument("--checkpoint", required=True, help="a halp pretrain checkpoint")
-    p.add_argument("--data", required=True, help="the benchmark folder to evaluate on")
-    p.add_argument("--out", type=Path, required=False, help="the results JSON to write")
-    _add_config_options(p, "label_fraction=0.1")
-    p.add_argument(
-        "--print-config", action="store_true", help="print the resolved configuration and exit"
+    p = sub.add_parser(
+        "evaluate", help="linear, kNN, semi-supervised, fine-tuning, transfer; ensemble"
     )
-    p.epilog = _config_keys_help("EvalConfig")
+    verbs = p.add_subparsers(dest="protocol", required=True, metavar="PROTOCOL")
+    keys = _config_keys_help("EvalConfig")
+    for name, text in (
+        ("linear", "linear probe on the frozen encoder"),
+        ("knn", "k-nearest-neighbour classification of the frozen features"),
+        ("semi", "fine-tuning on a fraction of the labels"),
+        ("finetune", "fine-tuning the whole network"),
+        ("transfer", "fine-tuning on another dataset than the pretraining one"),
+    ):
+        q = verbs.add_parser(name, help=text)
+        q.add_argument("--checkpoint", required=True, help="a halp pretrain checkpoint")
+        q.add_argument("--data", required=True, help="the benchmark folder to evaluate on")
+        q.add_argument("--out", type=Path, required=False, help="the results JSON to write")
+        _add_config_options(q, "label_fraction=0.1")
+        q.add_argument(
+            "--print-config", action="store_true", help="print the resolved configuration and exit"
+        )
+        q.epilog = keys
+        q.formatter_class = argparse.RawDescriptionHelpFormatter
+    q = verbs.add_parser(
+        "ensemble",
+        help="late fusion of evaluated classifiers' test scores (e.g. joint+motion+bone: 3s)",
+        description="Fuse the saved test scores (X.scores.npz next to each results JSON X.json) "
+        "of two or more evaluations of one method on one test set: fused = sum of "
+        "weight * scores; top-1 of its argmax. Weights are fixed inputs, never chosen on "
+        "the test set.",
+    )
+    q.add_argument(
+        "--member",
+        action="append",
+        required=True,
+        metavar="NAME=RESULTS.json",
+        help="a member, e.g. joint=results/ntu60_xsub_hiclr_linear.json (2 or more)",
+    )
+    q.add_argument(
+        "--weight",
+        action="append",
+        default=[],
+        metavar="NAME=W",
+        help="a member's weight, 0 or more (default 1 each)",
+    )
+    q.add_argument(
+        "--out", type=Path, required=True, help="e.g. results/ntu60_xsub_hiclr-3s_linear.json"
+    )
+    p.epilog = keys
     p.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
@@ -240,25 +288,36 @@ def _workers(value: int | None) -> int:
 def run_prepare(args: argparse.Namespace) -> None:
     """``halp prepare``: raw data (or CMD/ISC arrays) to a prepared dataset folder."""
     from halp.data import prepare
+    from halp.errors import UsageError
 
     start = time.perf_counter()
     if args.kind in ("ntu60", "ntu120"):
+        if args.recipe == "crossclr" and args.compaction is not None:
+            raise UsageError(
+                "--compaction belongs to the 2s-AGCN recipe; the crossclr recipe has none"
+            )
         summary = prepare.prepare_ntu(
             args.kind,
             args.raw,
             args.out,
             workers=_workers(args.workers),
             skip_bad=args.skip_bad,
-            compaction=args.compaction,
+            compaction=args.compaction or "all",
             expect_complete=args.expect_complete,
+            recipe=args.recipe,
         )
     elif args.kind == "pku2":
+        if args.recipe != "2s-agcn":
+            raise UsageError(
+                f"--recipe {args.recipe} is implemented for NTU RGB+D only; PKU-MMD is "
+                "prepared with the 2s-AGCN recipe (leave --recipe out)"
+            )
         summary = prepare.prepare_pku(
             args.raw,
             args.out,
             workers=_workers(args.workers),
             skip_bad=args.skip_bad,
-            compaction=args.compaction,
+            compaction=args.compaction or "all",
         )
     elif args.kind == "tu":
         from halp.data.tu import TU_URL, prepare_tu
@@ -312,6 +371,9 @@ def run_pretrain(args: argparse.Namespace) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> None:
     """``halp evaluate``: one downstream protocol on a pretraining checkpoint."""
+    if args.protocol == "ensemble":
+        run_ensemble(args)
+        return
     import yaml
 
     from halp.config import EvalConfig, load_config, to_dict
@@ -336,6 +398,67 @@ def run_evaluate(args: argparse.Namespace) -> None:
     print(
         f"{args.protocol} top-1 {m['top1']:.2f}{spread} % on {result['dataset']} "
         f"{result['benchmark']}; wrote {args.out}"
+    )
+
+
+def _named(values: Sequence[str], option: str) -> dict[str, str]:
+    """``NAME=VALUE`` arguments of a repeatable option, as a dict (names unique)."""
+    from halp.errors import UsageError
+
+    named: dict[str, str] = {}
+    for text in values:
+        name, sep, value = text.partition("=")
+        if not sep or not name or not value:
+            raise UsageError(f"{option} {text!r}: expected NAME=VALUE")
+        if name in named:
+            raise UsageError(f"{option}: {name!r} is given twice")
+        named[name] = value
+    return named
+
+
+def _check_results_name(out: Path, result: dict[str, Any]) -> None:
+    """Refuse a result that ``halp tables`` would reject under the name ``out``."""
+    import json
+    import tempfile
+
+    from halp.errors import EvaluationError, TablesError
+    from halp.report.naming import EVAL_NAME, TRANSFER_NAME
+    from halp.report.results import read_result
+
+    if not (EVAL_NAME.match(out.name) or TRANSFER_NAME.match(out.name)):
+        log.warning("%s is not a results file name; halp tables will not read it", out)
+        return
+    with tempfile.TemporaryDirectory() as folder:  # the tables' own reader, on a copy
+        probe = Path(folder) / out.name
+        probe.write_text(json.dumps(result), encoding="utf-8")
+        try:
+            read_result(probe)
+        except TablesError as err:
+            raise EvaluationError(f"{out}: {str(err).removeprefix(f'{probe}: ')}") from None
+
+
+def run_ensemble(args: argparse.Namespace) -> None:
+    """``halp evaluate ensemble``: late fusion of saved classifier scores."""
+    from halp.errors import UsageError
+    from halp.eval.ensemble import ensemble
+
+    members = {name: Path(path) for name, path in _named(args.member, "--member").items()}
+    if len(members) < 2:
+        raise UsageError(f"an ensemble needs 2 or more --member, got {len(members)}")
+    weights = {}
+    for name, text in _named(args.weight, "--weight").items():
+        try:
+            weights[name] = float(text)
+        except ValueError:
+            raise UsageError(f"--weight {name}={text}: not a number") from None
+    result = ensemble(members, weights, args.out, check=_check_results_name)
+    m = result["metrics"]
+    parts = ", ".join(
+        f"{name} {row['top1']:.2f} x {row['weight']:g}" for name, row in m["members"].items()
+    )
+    print(
+        f"ensemble top-1 {m['top1']:.2f} % on {result['dataset']} {result['benchmark']} "
+        f"({parts}); wrote {args.out}"
     )
 
 

@@ -14,21 +14,34 @@ Two stages, as in ISC/CMD:
 2. **Spatial**, on the resized clip: a ``Transform`` ``(x, rng) -> x``. Transforms are
    registered by name in ``AUGMENTATIONS`` and combined with ``Compose`` / ``OneOf``;
    ``build_augmentation`` turns a config value (a preset name or a list of names) into
-   one ``Transform``. More sets (AimCLR/HiCLR: flip, rotation, Gaussian noise, temporal
-   blur, axis or joint masking) drop in as further ``@register``-ed functions and presets.
+   one ``Transform``.
+
+Registered names: ISC/CMD's ``shear`` (amplitude 1) and ``joint_corruption``; AimCLR's
+(also HiCLR's) ``pad_crop``, ``shear_half`` (amplitude 0.5), ``spatial_flip``,
+``rotate``, ``gaussian_noise``, ``gaussian_blur`` (the released, unnormalised kernel),
+``gaussian_blur_normalised``, ``axis_mask`` and ``time_flip``, with the released
+parameters. ``PRESETS``: ``isc``; ``aimclr_normal`` (= HiCLR's ``hiclr_basic``:
+pad_crop, shear_half); ``aimclr_extreme`` (= ``hiclr_normal``: aimclr_normal, then
+spatial_flip, rotate, gaussian_noise, gaussian_blur, axis_mask) and
+``aimclr_extreme_normblur`` (the same with the normalised blur). HiCLR's strong set
+(the learnable joint mask) acts on a batch inside the model step:
+:mod:`halp.data.batch_augment`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
+from halp.data.skeleton import JOINT_NAMES
 from halp.errors import UsageError
 
 Transform = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 """A spatial augmentation: ``(clip (3, T, V, M), rng) -> new clip``."""
+_T = TypeVar("_T", bound=Transform)
 
 DEFAULT_FRAMES = 64  # clip length fed to the encoder
 MIN_CROP_LENGTH = 64  # ISC/CMD never crop fewer frames than this (unless the sample is shorter)
@@ -143,10 +156,13 @@ AUGMENTATIONS: dict[str, Transform] = {}
 """Registered spatial transforms by config name."""
 
 
-def register(name: str) -> Callable[[Transform], Transform]:
-    """Decorator adding a spatial transform to ``AUGMENTATIONS`` under ``name``."""
+def register(name: str) -> Callable[[_T], _T]:
+    """Decorator adding a spatial transform to ``AUGMENTATIONS`` under ``name``.
 
-    def add(fn: Transform) -> Transform:
+    The function keeps its own signature (extra keyword parameters with defaults).
+    """
+
+    def add(fn: _T) -> _T:
         if name in AUGMENTATIONS:
             raise ValueError(f"augmentation {name!r} registered twice")
         AUGMENTATIONS[name] = fn
@@ -205,6 +221,216 @@ def joint_corruption(
     return corrupt_joints(x, joints, matrix)
 
 
+# --------------------------------------------------------------------------- AimCLR / HiCLR
+# AimCLR's "normal" and "extreme" augmentations (Guo et al., AAAI 2022), which HiCLR
+# (Zhang et al., AAAI 2023) reuses as its "basic" and "normal" sets. The
+# parameters and the order of the random draws within each transform are those of the
+# released code; the docstrings say where it differs from what its name suggests.
+
+CROSSCLR_SHEAR_AMPLITUDE = 0.5  # the shear of CrosSCLR, AimCLR and HiCLR
+TEMPORAL_PADDING_RATIO = 6  # pad_crop pads T // 6 frames at each end
+
+
+def _copy(x: np.ndarray) -> np.ndarray:
+    return np.array(x, dtype=np.float32, copy=True)
+
+
+@register("shear_half")
+def shear_half(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``shear`` with CrosSCLR/AimCLR/HiCLR's amplitude 0.5.
+
+    The released shear is ``x' = S x`` with the six off-diagonal entries of ``S`` i.i.d.
+    U(-0.5, 0.5) and a unit diagonal: the distribution of ``shear_matrix(rng, 0.5)``.
+    """
+    return shear(x, rng, CROSSCLR_SHEAR_AMPLITUDE)
+
+
+@register("pad_crop")
+def pad_crop(
+    x: np.ndarray, rng: np.random.Generator, padding_ratio: int = TEMPORAL_PADDING_RATIO
+) -> np.ndarray:
+    """Temporal crop of CrosSCLR/AimCLR: mirror-pad both ends, then take a T-frame window.
+
+    ``pad = T // padding_ratio`` frames are added at each end, the first ``pad`` frames
+    reversed in front and the last ``pad`` reversed at the back (symmetric padding, which
+    repeats the edge frame: ``np.pad(mode='symmetric')``); the window of length T starts
+    uniformly in ``[0, 2 * pad]``.
+    """
+    frames = x.shape[1]
+    pad = frames // padding_ratio
+    start = int(rng.integers(0, 2 * pad + 1))
+    padded = np.pad(x, ((0, 0), (pad, pad), (0, 0), (0, 0)), mode="symmetric")
+    return _copy(padded[:, start : start + frames])
+
+
+def _mirror_joint(name: str) -> str:
+    for a, b in (("left_", "right_"), ("right_", "left_")):
+        if name.startswith(a):
+            return b + name.removeprefix(a)
+    return name
+
+
+LEFT_RIGHT_PERMUTATION = np.array(
+    [JOINT_NAMES.index(_mirror_joint(name)) for name in JOINT_NAMES], dtype=np.int64
+)
+"""Joint ``v`` of a flipped clip is joint ``LEFT_RIGHT_PERMUTATION[v]`` of the input."""
+# the released NTU permutation, 0-based
+assert LEFT_RIGHT_PERMUTATION.tolist() == [
+    0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 16, 17, 18, 19, 12, 13, 14, 15, 20, 23, 24, 21, 22,
+]  # fmt: skip
+
+
+@register("spatial_flip")
+def spatial_flip(x: np.ndarray, rng: np.random.Generator, p: float = 0.5) -> np.ndarray:
+    """With probability ``p``, swap every left joint with its right twin.
+
+    As released, only the joint order changes: the coordinates are not mirrored, so a
+    left arm's trajectory is relabelled as the right arm's.
+    """
+    if rng.random() < p:
+        return _copy(x[:, :, LEFT_RIGHT_PERMUTATION])
+    return _copy(x)
+
+
+@register("time_flip")
+def time_flip(x: np.ndarray, rng: np.random.Generator, p: float = 0.5) -> np.ndarray:
+    """With probability ``p``, reverse the frame order.
+
+    Released with AimCLR but not part of its default extreme set (nor of the presets).
+    """
+    if rng.random() < p:
+        return _copy(x[:, ::-1])
+    return _copy(x)
+
+
+def axis_rotation(axis: int, angle: float) -> np.ndarray:
+    """The released per-axis matrix ``R`` (``x' = R x``) for ``angle`` radians about ``axis``.
+
+    x: ``[[1, 0, 0], [0, c, s], [0, -s, c]]``; y: ``[[c, 0, -s], [0, 1, 0], [s, 0, c]]``;
+    z: ``[[c, s, 0], [-s, c, 0], [0, 0, 1]]``. Each turns by ``-angle`` in the
+    right-handed sense; as the angles are drawn from ``[0, max)``, that direction is part
+    of the reference behaviour.
+    """
+    c, s = np.cos(angle), np.sin(angle)
+    if axis == 0:
+        return np.array([[1.0, 0.0, 0.0], [0.0, c, s], [0.0, -s, c]])
+    if axis == 1:
+        return np.array([[c, 0.0, -s], [0.0, 1.0, 0.0], [s, 0.0, c]])
+    if axis == 2:
+        return np.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]])
+    raise ValueError(f"axis must be 0 (x), 1 (y) or 2 (z), got {axis}")
+
+
+def rotation_angles(
+    rng: np.random.Generator, main_degrees: float = 30.0, other_degrees: float = 1.0
+) -> np.ndarray:
+    """AimCLR's rotation angles (radians) about x, y, z.
+
+    A main axis is drawn uniformly; it turns by U(0, ``main_degrees``) degrees, the two
+    others by U(0, ``other_degrees``), drawn in the order x, y, z.
+    """
+    main = int(rng.integers(0, 3))
+    degrees = [rng.uniform(0.0, main_degrees if a == main else other_degrees) for a in range(3)]
+    return np.radians(degrees)
+
+
+def rotation_matrix(angles: np.ndarray) -> np.ndarray:
+    """``R_z R_y R_x`` of ``axis_rotation``: rotate about x first, then y, then z."""
+    matrix = np.eye(3)
+    for axis in range(3):
+        matrix = axis_rotation(axis, float(angles[axis])) @ matrix
+    return matrix
+
+
+@register("rotate")
+def rotate(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """AimCLR's random rotation, always applied: ``x' = R x`` for every joint and person.
+
+    ``R = rotation_matrix(rotation_angles(rng))``; rotations preserve bone lengths and each
+    joint's distance to the origin.
+    """
+    return apply_linear(x, rotation_matrix(rotation_angles(rng)))
+
+
+@register("gaussian_noise")
+def gaussian_noise(
+    x: np.ndarray, rng: np.random.Generator, std: float = 0.01, p: float = 0.5
+) -> np.ndarray:
+    """With probability ``p``, add i.i.d. N(0, ``std``²) to every coordinate."""
+    if rng.random() < p:
+        return (x + rng.normal(0.0, std, size=x.shape)).astype(np.float32)
+    return _copy(x)
+
+
+BLUR_KERNEL = 15  # taps, offsets -7..7
+BLUR_SIGMA = (0.1, 2.0)  # sigma ~ U(0.1, 2), in frames
+
+
+def blur_kernel(sigma: float, size: int = BLUR_KERNEL, normalise: bool = False) -> np.ndarray:
+    """Temporal Gaussian weights ``exp(-k² / (2 sigma²))`` for ``k = -(size//2) .. size//2``.
+
+    Unnormalised as released: the centre weight is 1, so the weights sum to more than 1
+    (about ``sigma * sqrt(2 pi)`` for sigma above ~0.6, 5.01 at sigma = 2);
+    ``normalise=True`` divides them by their sum.
+    """
+    k = np.arange(size) - size // 2
+    weights = np.exp(-(k**2) / (2.0 * sigma**2))
+    return weights / weights.sum() if normalise else weights
+
+
+def temporal_filter(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Filter every coordinate, joint and person along time, zero-padded at both ends.
+
+    ``out[:, t] = sum_j weights[j] * x[:, t + j - len(weights) // 2]`` with ``x`` zero
+    outside its frames (the kernel is symmetric, so correlation and convolution agree).
+    """
+    radius = len(weights) // 2
+    frames = x.shape[1]
+    padded = np.pad(np.asarray(x, dtype=np.float64), ((0, 0), (radius, radius), (0, 0), (0, 0)))
+    out = np.zeros(x.shape, dtype=np.float64)
+    for j, w in enumerate(weights):
+        out += w * padded[:, j : j + frames]
+    return out.astype(np.float32)
+
+
+def _gaussian_blur(
+    x: np.ndarray, rng: np.random.Generator, p: float, normalise: bool
+) -> np.ndarray:
+    sigma = rng.uniform(*BLUR_SIGMA)  # drawn before the coin, as released
+    if rng.random() < p:
+        return temporal_filter(x, blur_kernel(sigma, normalise=normalise))
+    return _copy(x)
+
+
+@register("gaussian_blur")
+def gaussian_blur(x: np.ndarray, rng: np.random.Generator, p: float = 0.5) -> np.ndarray:
+    """AimCLR's temporal Gaussian blur, applied with probability ``p``.
+
+    ``temporal_filter`` by ``blur_kernel(sigma)``, sigma ~ U(0.1, 2) (drawn before the
+    coin, whether or not the blur applies, as released).
+
+    The kernel is NOT normalised, as released: a blurred clip is scaled by the kernel sum
+    (up to ~5 for sigma = 2). That is the reference behaviour under this name; see
+    ``gaussian_blur_normalised``.
+    """
+    return _gaussian_blur(x, rng, p, normalise=False)
+
+
+@register("gaussian_blur_normalised")
+def gaussian_blur_normalised(x: np.ndarray, rng: np.random.Generator, p: float = 0.5) -> np.ndarray:
+    """``gaussian_blur`` with the kernel divided by its sum (same draws, a true low-pass)."""
+    return _gaussian_blur(x, rng, p, normalise=True)
+
+
+@register("axis_mask")
+def axis_mask(x: np.ndarray, rng: np.random.Generator, p: float = 0.5) -> np.ndarray:
+    """With probability ``p``, zero one coordinate axis (x, y or z, uniformly) everywhere."""
+    out = _copy(x)
+    if rng.random() < p:
+        out[int(rng.integers(0, 3))] = 0.0
+    return out
+
+
 def identity(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """No augmentation (a float32 copy)."""
     return np.array(x, dtype=np.float32, copy=True)
@@ -246,10 +472,28 @@ class OneOf:
         return self.transforms[k](x, rng)
 
 
+def _aimclr_normal() -> Compose:
+    return Compose((pad_crop, shear_half))
+
+
+def _aimclr_extreme(blur: Transform = gaussian_blur) -> Compose:
+    return Compose(
+        (*_aimclr_normal().transforms, spatial_flip, rotate, gaussian_noise, blur, axis_mask)
+    )
+
+
 PRESETS: dict[str, Callable[[], Transform]] = {
     "none": Compose,
     # ISC/CMD/HaLP pretraining: per view, after the temporal crop, one of the two (p = 0.5)
     "isc": lambda: OneOf((shear, joint_corruption)),
+    # AimCLR's normal view = HiCLR's basic set (crop first, then shear, as released)
+    "aimclr_normal": _aimclr_normal,
+    # AimCLR's extreme view = HiCLR's basic + normal sets (aug_method '12345')
+    "aimclr_extreme": _aimclr_extreme,
+    "aimclr_extreme_normblur": lambda: _aimclr_extreme(gaussian_blur_normalised),
+    # HiCLR's names for the same sets
+    "hiclr_basic": _aimclr_normal,
+    "hiclr_normal": _aimclr_extreme,
 }
 """Named augmentation sets; a preset may be used wherever a registered name may."""
 

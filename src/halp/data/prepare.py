@@ -5,6 +5,10 @@ of worker processes, and streamed in name order into every benchmark part it bel
 to, so peak memory does not grow with the number of samples. A per-file error stops
 the run, naming the file and line, unless ``skip_bad`` is set: then the file is
 skipped, logged, and listed in the manifest with a count in the summary.
+
+NTU can be prepared with either of two recipes (``recipe``): the 2s-AGCN one of
+ISC/CMD/HaLP (``halp.data.skeleton``, the default) or CrosSCLR/AimCLR's
+(``halp.data.crossclr``); the manifest's ``normalisation`` entry names it.
 """
 
 from __future__ import annotations
@@ -32,9 +36,9 @@ import numpy as np
 from tqdm import tqdm
 
 from halp import __version__
-from halp.data import ntu, pku
+from halp.data import crossclr, ntu, pku
 from halp.data.skeleton import MAX_FRAMES, NUM_COORDS, NUM_JOINTS, NUM_PERSONS, process_sample
-from halp.data.storage import PARTS, SplitWriter
+from halp.data.storage import PARTS, RECIPES, SplitWriter, manifest_recipe
 from halp.errors import DataFormatError, PrepareError, RawFormatError
 from halp.io import MANIFEST, write_manifest
 
@@ -210,17 +214,23 @@ class Outcome:
     empty: list[str] = field(default_factory=list)  # samples with no skeleton at all
 
 
-def _ntu_job(job: tuple[str, Source, int, str]) -> Outcome:
-    name, source, num_frames, compaction = job
+def _ntu_job(job: tuple[str, Source, int, str, str]) -> Outcome:
+    name, source, num_frames, compaction, recipe = job
     try:
-        bodies = ntu.parse_skeleton(read_source(source), origin_of(source))
-        data = process_sample(bodies, num_frames, rank_by_energy=True, compaction=compaction)
+        origin = origin_of(source)
+        bodies = ntu.parse_skeleton(read_source(source), origin)
+        if recipe == crossclr.RECIPE:  # every stored frame is valid (resized)
+            data = crossclr.crossclr_sample(bodies, origin, num_frames)
+            frames = num_frames
+        else:
+            data = process_sample(bodies, num_frames, rank_by_energy=True, compaction=compaction)
+            frames = bodies.shape[1]
     except (RawFormatError, OSError) as err:
         return Outcome(name, error=str(err))
     label = ntu.parse_name(name).label
     # e.g. a body only after the last stored frame: kept, listed as empty in the manifest
     empty = [] if data.any() else [name]
-    return Outcome(name, [Sample(name, label, bodies.shape[1], data)], empty=empty)
+    return Outcome(name, [Sample(name, label, frames, data)], empty=empty)
 
 
 def _pku_job(job: tuple[str, Source, str, list[pku.Instance], int, str]) -> Outcome:
@@ -389,11 +399,37 @@ def prepare_ntu(
     workers: int = 1,
     skip_bad: bool = False,
     compaction: str = "all",
-    num_frames: int = MAX_FRAMES,
+    num_frames: int | None = None,
     expect_complete: bool = False,
+    recipe: str = "2s-agcn",
 ) -> Summary:
-    """Prepare every benchmark of NTU-60 or NTU-120 from raw folders or zip archives."""
+    """Prepare every benchmark of NTU-60 or NTU-120 from raw folders or zip archives.
+
+    Args:
+        dataset: ``ntu60`` or ``ntu120``.
+        raws: Folders or zip archives of ``.skeleton`` files.
+        out: The output folder (replaced as a whole when complete).
+        workers: Worker processes.
+        skip_bad: Skip malformed files (listed in the manifest) instead of stopping.
+        compaction: The 2s-AGCN recipe's frame compaction (``all`` or ``leading``).
+        num_frames: Stored frames: by default 300 (2s-AGCN: padded or truncated) or 50
+            (crossclr: every sample resized to it).
+        expect_complete: Fail unless every file of the dataset is present.
+        recipe: ``2s-agcn`` (:func:`halp.data.skeleton.process_sample`) or ``crossclr``
+            (:func:`halp.data.crossclr.crossclr_sample`).
+    """
     spec = ntu.DATASETS[dataset]
+    if recipe not in RECIPES:
+        raise PrepareError(f"--recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
+    if recipe == crossclr.RECIPE and compaction != "all":
+        raise PrepareError(
+            "--compaction belongs to the 2s-AGCN recipe; the crossclr recipe resizes the "
+            "first frames of a sequence and has no compaction"
+        )
+    if num_frames is None:
+        num_frames = crossclr.OUT_FRAMES if recipe == crossclr.RECIPE else MAX_FRAMES
+    if num_frames < 1:
+        raise PrepareError(f"num_frames must be at least 1, got {num_frames}")
     if not raws:
         raise PrepareError(f"no --raw given. {NTU_HELP}")
     sources: dict[str, Source] = {}
@@ -447,13 +483,18 @@ def prepare_ntu(
     def route(name: str) -> dict[str, str]:
         return {b: "train" if name in train_sets[b] else "test" for b in spec.benchmarks}
 
+    normalisation: dict[str, Any] = (
+        {"recipe": crossclr.RECIPE, "frames": num_frames}
+        if recipe == crossclr.RECIPE
+        else {"recipe": "2s-AGCN", "compaction": compaction}
+    )
     extra: dict[str, Any] = {
         "sources": [str(r) for r in raws],
         "files_found": len(names),
         "files_expected": spec.num_files,
         "excluded_missing_skeletons": len(names) - len(kept),
         "ignored_outside_dataset": outside,
-        "normalisation": {"recipe": "2s-AGCN", "compaction": compaction},
+        "normalisation": normalisation,
         "official_split_sizes": {b: list(v) for b, v in spec.split_sizes.items()},
     }
     if extra_warning:
@@ -467,7 +508,7 @@ def prepare_ntu(
             raise PrepareError(message + f". {NTU_HELP}")
         extra["warning_incomplete"] = message
         log.warning(message)
-    jobs = [(n, sources[n], num_frames, compaction) for n in kept]
+    jobs = [(n, sources[n], num_frames, compaction, recipe) for n in kept]
     summary = _stream(
         out, dataset, spec.num_classes, spec.benchmarks, capacity, route,
         worker=_ntu_job, jobs=jobs, workers=workers, skip_bad=skip_bad,
@@ -669,6 +710,16 @@ def import_cmd(
     # other benchmarks imported into the same folder before stay listed
     previous = _read_manifest(out / MANIFEST)
     if previous.get("dataset") not in (None, dataset):
+        previous = {}
+    elif manifest_recipe(previous) not in (None, "2s-agcn"):
+        # CMD's arrays are 2s-AGCN ones: benchmarks of another recipe are no longer
+        # listed, so loading them is refused (check_run) rather than mixed
+        log.warning(
+            "%s: its other benchmarks were prepared with the %s recipe; they are dropped "
+            "from the manifest (prepare them again)",
+            out,
+            manifest_recipe(previous),
+        )
         previous = {}
     manifest = {
         "format": "halp-skeleton/1",

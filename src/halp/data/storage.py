@@ -2,7 +2,7 @@
 
 A prepared dataset is a folder::
 
-    <out>/manifest.json          what was prepared, counts, skipped samples (written last)
+    <out>/manifest.json          what was prepared (recipe), counts, skipped samples (written last)
     <out>/<benchmark>/<part>.npy float32 (N, 3, T, 25, 2) = (C, T, V, M), memory-mappable
     <out>/<benchmark>/<part>.json the index: names, labels, true frame counts
 
@@ -22,11 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from halp.errors import DataFormatError
+from halp.errors import ConfigError, DataFormatError
 from halp.io import MANIFEST, atomic_write_json
 
 FORMAT = "halp-skeleton/1"
 PARTS = ("train", "test")
+RECIPES = ("2s-agcn", "crossclr")
+"""How ``halp prepare --recipe`` normalises skeletons: the 2s-AGCN recipe of ISC/CMD/HaLP
+(``halp.data.skeleton``, the default) or CrosSCLR/AimCLR's (``halp.data.crossclr``)."""
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,66 @@ def check_run(root: Path, index: SplitIndex, index_path: Path) -> None:
             f"{listed or 'another preparation'}: the folder mixes two runs of `halp prepare` "
             "(one was interrupted?); prepare it again"
         )
+
+
+def manifest_recipe(manifest: dict[str, Any]) -> str | None:
+    """The recipe a manifest's content names, lower-cased (``"2s-AGCN"`` -> ``"2s-agcn"``).
+
+    A manifest written by ``import-cmd`` holds CMD's arrays, normalised with the 2s-AGCN
+    recipe; one that names no recipe gives None.
+    """
+    normalisation = manifest.get("normalisation")
+    if isinstance(normalisation, dict) and isinstance(normalisation.get("recipe"), str):
+        return str(normalisation["recipe"]).lower()
+    if manifest.get("imported_from"):
+        return "2s-agcn"
+    return None
+
+
+def recipe_of(root: Path) -> str | None:
+    """The recipe of the benchmark folder ``root`` (e.g. ``data/ntu60/xsub``), or None.
+
+    Read from ``manifest.json`` one folder up; None when there is none (a folder written
+    by hand with :class:`SplitWriter`) or it names no recipe.
+
+    Raises:
+        DataFormatError: for a manifest that is not valid JSON.
+    """
+    manifest = Path(root).parent / MANIFEST
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError as err:
+        raise DataFormatError(f"{manifest}: not valid JSON ({err})") from None
+    return manifest_recipe(data) if isinstance(data, dict) else None
+
+
+def check_recipe(root: Path, expected: str, key: str) -> None:
+    """Refuse the benchmark folder ``root`` when it was prepared with another recipe.
+
+    Args:
+        root: The benchmark folder (holding ``train.npy`` ...).
+        expected: The recipe the configuration asks for, one of :data:`RECIPES`.
+        key: The configuration key that holds ``expected`` (e.g. ``data.recipe``), named
+            in the message.
+
+    Raises:
+        ConfigError: when ``expected`` is not a recipe, or ``root``'s manifest names
+            another recipe. A folder of unknown recipe (:func:`recipe_of` None) passes.
+    """
+    if expected not in RECIPES:
+        raise ConfigError(f"{key}: {expected!r} is not a recipe; expected one of {RECIPES}")
+    found = recipe_of(root)
+    if found is None or found == expected:
+        return
+    root = Path(root)
+    raise ConfigError(
+        f"{root}: prepared with the {found} recipe (says {root.parent / MANIFEST}), but "
+        f"{key} is {expected}; the two normalise skeletons differently and must not be "
+        f"mixed. Prepare the data again into another folder (`halp prepare DATASET "
+        f"--recipe {expected} --out DIR`) and use that one, or set {key}={found}"
+    )
 
 
 def load_split(root: Path, part: str, mmap: bool = True) -> SkeletonSplit:

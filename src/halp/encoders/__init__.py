@@ -1,7 +1,8 @@
-"""Skeleton encoders, by the name a method preset uses (paper Sec. 4.2: a BiGRU).
+"""Skeleton encoders, by the ``encoder.arch`` config key (paper Sec. 4.2: a BiGRU).
 
 :data:`ENCODERS` maps a name to a builder taking the configuration; ``bigru`` is the
-paper's 3-layer bidirectional GRU (:mod:`halp.encoders.bigru`). Every encoder exposes
+paper's 3-layer bidirectional GRU (:mod:`halp.encoders.bigru`), ``stgcn`` the 1/4-width
+ST-GCN of AimCLR and HiCLR (:mod:`halp.encoders.stgcn`). Every encoder exposes
 ``features(x)`` (the pre-projection representation used by the evaluation protocols),
 ``feature_dim``, ``forward(x)`` (the projection that the objectives see) and a
 ``projection`` module that the evaluation replaces with the identity.
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from halp.config import PretrainConfig
 from halp.encoders.base import Encoder
 from halp.encoders.bigru import BiGRUEncoder, to_gru_input
+from halp.encoders.stgcn import STGCNEncoder
 
 INPUT_FEATURES = 150
 """Per-frame features of a clip: 25 joints x 3 coordinates x 2 persons."""
@@ -31,7 +33,18 @@ def _bigru(config: PretrainConfig) -> Encoder:
     )
 
 
-ENCODERS: dict[str, Callable[[PretrainConfig], Encoder]] = {"bigru": _bigru}
+def _stgcn(config: PretrainConfig) -> Encoder:
+    e = config.encoder
+    return STGCNEncoder(
+        width=e.width,
+        feature_dim=e.feature_dim,
+        proj_hidden=e.proj_hidden,
+        out_dim=e.out_dim,
+        dropout=e.dropout,
+    )
+
+
+ENCODERS: dict[str, Callable[[PretrainConfig], Encoder]] = {"bigru": _bigru, "stgcn": _stgcn}
 
 
 def build_encoder(name: str, config: PretrainConfig) -> Encoder:
@@ -41,4 +54,12 @@ def build_encoder(name: str, config: PretrainConfig) -> Encoder:
     return ENCODERS[name](config)
 
 
-__all__ = ["ENCODERS", "INPUT_FEATURES", "BiGRUEncoder", "Encoder", "build_encoder", "to_gru_input"]
+__all__ = [
+    "ENCODERS",
+    "INPUT_FEATURES",
+    "BiGRUEncoder",
+    "Encoder",
+    "STGCNEncoder",
+    "build_encoder",
+    "to_gru_input",
+]

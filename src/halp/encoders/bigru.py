@@ -51,6 +51,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from halp.encoders.base import Encoder
+from halp.encoders.eadm import eadm_channels
 
 
 def to_gru_input(x: Any) -> Any:
@@ -139,6 +140,16 @@ class BiGRUEncoder(Encoder):
         out, _ = self.gru(x)  # (N, T, 2H)
         h = self.hidden_size
         return torch.cat([out[:, -1, :h], out[:, 0, h:]], dim=1)  # final state per direction
+
+    def features_and_dropped(self, x: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
+        """The feature and its EADM-dropped version, (N, 2H) each, from one GRU pass.
+
+        Our reading of AimCLR's EADM for a feature without joint or frame axes: SimAM's
+        energy over each sample's 2H channels, channels with attention ``>= threshold``
+        zeroed, a batch-wide rescale (:func:`halp.encoders.eadm.eadm_channels`).
+        """
+        f = self.features(x)
+        return f, eadm_channels(f, threshold)
 
     def _forward_in_time(self, x: Tensor) -> Tensor:
         """(N, T, F) -> (N, T, 2H): both directions of every layer run forward in time.
