@@ -25,7 +25,7 @@ import torch
 
 from halp.config import PretrainConfig, load_config
 from halp.methods import PRESETS
-from halp.model import PretrainModel
+from halp.model import PretrainModel, random_batch
 from halp.train import StepLog
 
 READS = ("item", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__")
@@ -66,14 +66,13 @@ class Step:
         self.gen = torch.Generator(device=device).manual_seed(0)
         g = torch.Generator().manual_seed(1)
         shape = (config.optim.batch_size, 3, config.data.frames, 25, 2)
-        self.q = {m: torch.randn(shape, generator=g).to(device) for m in self.model.modalities}
-        self.k = {m: torch.randn(shape, generator=g).to(device) for m in self.model.modalities}
+        self.q, self.k, self.views = random_batch(self.model, shape, g, device)
         self.log = StepLog(sync_every=10**9)  # the epoch-end check is not a step's cost
         self.count = 0
 
     def __call__(self) -> None:
         self.model.prepare_step(0, self.count, self.gen)
-        out = self.model(self.q, self.k, 0, self.gen, self.count)
+        out = self.model(self.q, self.k, 0, self.gen, self.count, self.views)
         self.opt.zero_grad(set_to_none=True)
         out.loss.backward()
         self.opt.step()

@@ -49,7 +49,7 @@ from halp.data.storage import load_split
 from halp.evaluate import evaluate
 from halp.io import atomic_write_json, atomic_write_text
 from halp.methods import PRESETS
-from halp.model import PretrainModel
+from halp.model import PretrainModel, random_batch
 from halp.train import pretrain
 
 # clips and epochs behind the README's GPU-hour table (one pretraining run each)
@@ -136,14 +136,13 @@ class Stepper:
         self.gen = torch.Generator(device=device).manual_seed(seed)
         g = torch.Generator().manual_seed(seed + 1)
         shape = (config.optim.batch_size, 3, config.data.frames, 25, 2)
-        self.q = {m: torch.randn(shape, generator=g).to(device) for m in self.model.modalities}
-        self.k = {m: torch.randn(shape, generator=g).to(device) for m in self.model.modalities}
+        self.q, self.k, self.views = random_batch(self.model, shape, g, device)
         self.steps = 0
         self.loss = torch.zeros((), device=device)
 
     def step(self) -> None:
         self.model.prepare_step(0, self.steps, self.gen)
-        out = self.model(self.q, self.k, 0, self.gen, self.steps)
+        out = self.model(self.q, self.k, 0, self.gen, self.steps, self.views)
         self.opt.zero_grad(set_to_none=True)
         out.loss.backward()
         self.opt.step()

@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from halp.data.augment import center_crop_resize, temporal_crop_resize
-from halp.data.loaders import ClassificationDataset, PretrainDataset, make_loader
+from halp.data.loaders import (
+    ClassificationDataset,
+    PretrainDataset,
+    epoch_order,
+    make_epoch_loader,
+    make_loader,
+)
 from halp.data.modalities import bone, motion
 from halp.data.skeleton import BONE_CHILD, BONE_PARENT
 from halp.data.storage import SkeletonSplit, SplitWriter, load_split
@@ -224,6 +230,38 @@ def assert_same_batches(a: list, b: list) -> None:
     for x, y in zip(a, b, strict=True):
         for u, v in zip(x, y, strict=True):
             assert torch.equal(u, v)
+
+
+def test_a_persistent_loader_brings_each_epoch_to_its_workers(split: SkeletonSplit) -> None:
+    """Workers that live for the whole run still draw each epoch's augmentations.
+
+    A persistent worker keeps the dataset copy it started with; without the epoch in the
+    sampled items, epoch 1 would repeat epoch 0's augmentations in the workers only.
+    """
+
+    def run(num_workers: int) -> list[list]:
+        loader, sampler = make_epoch_loader(
+            PretrainDataset(split, seed=1), 4, shuffle=True, seed=11, num_workers=num_workers
+        )
+        epochs = []
+        for epoch in (0, 1):
+            sampler.set_epoch(epoch)
+            epochs.append(list(loader))
+        return epochs
+
+    serial, workers = run(0), run(2)
+    for a, b in zip(serial, workers, strict=True):
+        assert_same_batches(a, b)
+    # the batches of the per-epoch loader: switching loaders leaves a run's results as they were
+    for epoch in (0, 1):
+        assert_same_batches(serial[epoch], batches(PretrainDataset(split, seed=1), 0, epoch))
+    # each epoch equals a fresh dataset told that epoch, item by item, in the sampled order
+    reference = PretrainDataset(split, seed=1)
+    reference.set_epoch(1)
+    indices = workers[1][0][2].tolist()
+    assert indices == epoch_order(len(FRAMES), 11, 1)[:4]
+    assert torch.equal(workers[1][0][0][0], reference[indices[0]][0])
+    assert not torch.equal(workers[0][0][0], workers[1][0][0])
 
 
 def test_loader_is_reproducible_across_runs_and_worker_counts(split: SkeletonSplit) -> None:

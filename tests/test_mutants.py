@@ -1314,9 +1314,10 @@ def test_knn_top1_uses_centre_crops_and_passes_its_arguments(
     monkeypatch.setattr(knn, "extract_features", features)
     monkeypatch.setattr(knn, "knn_accuracy", accuracy_)
     assert knn.knn_top1(object(), "tr", "te", "bone", frames=16, seed=7) == 12.5  # type: ignore[arg-type]
-    crop = {"train": False, "out_frames": 16, "seed": 7}
+    crop = {"train": False, "out_frames": 16, "seed": 7, "keep": 0.95}
     assert made == [("tr", "bone", crop), ("te", "bone", crop)]
     assert extracted == [("tr-set", {"device": "cpu"}), ("te-set", {"device": "cpu"})]
     assert scored == [("tr-set-f", "tr-set-l", "te-set-f", "te-set-l", 1)]
-    knn.knn_top1(object(), "tr", "te", "bone", frames=16, seed=7, k=5, device="meta")  # type: ignore[arg-type]
+    knn.knn_top1(object(), "tr", "te", "bone", frames=16, seed=7, k=5, device="meta", keep=1.0)  # type: ignore[arg-type]
     assert extracted[-1] == ("te-set", {"device": "meta"}) and scored[-1][-1] == 5
+    assert made[-1][2]["keep"] == 1.0  # the whole clip (AimCLR's protocol)

@@ -42,7 +42,6 @@ def toy_method(monkeypatch: pytest.MonkeyPatch) -> str:
         PRESETS,
         "toy",
         Preset(
-            "bigru",
             ("joint",),
             (Term("infonce"), Term("toy", weight=0.5, start_epoch=1, log_as="toy_weight")),
         ),
@@ -89,7 +88,7 @@ def test_the_loss_is_the_weighted_sum_of_the_terms(toy_method: str) -> None:
 def test_an_unregistered_objective_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     from halp.errors import ConfigError
 
-    monkeypatch.setitem(PRESETS, "broken", Preset("bigru", ("joint",), (Term("nope"),)))
+    monkeypatch.setitem(PRESETS, "broken", Preset(("joint",), (Term("nope"),)))
     config = load_config(PretrainConfig, "builtin:smoke", ["method=broken"])
     with pytest.raises(ConfigError, match="'nope'"):
         PretrainModel(config)

@@ -34,20 +34,26 @@ def _require(ok: bool, key: str, value: Any, rule: str) -> None:
 
 @dataclasses.dataclass
 class EncoderConfig:
-    """The BiGRU encoder (paper Sec. 4.2)."""
+    """The skeleton encoder: the paper's BiGRU (Sec. 4.2) or AimCLR/HiCLR's ST-GCN."""
 
-    hidden_size: int = 1024  # per direction; features are 2 x hidden_size
-    num_layers: int = 3
-    proj_hidden: int = 2048
+    arch: Literal["bigru", "stgcn"] = "bigru"
+    hidden_size: int = 1024  # BiGRU: per direction; features are 2 x hidden_size
+    num_layers: int = 3  # BiGRU layers
+    proj_hidden: int = 2048  # the projection head's hidden width (ST-GCN as released: 256)
     out_dim: int = 128  # the contrastive embedding
     # the authors' step-by-step GRU, whose "backward" half also runs forward in time
     reference_forward: bool = False
+    # ST-GCN (1/4 width, AimCLR/HiCLR): block widths w,w,w,w,2w,2w,2w,4w,4w,feature_dim
+    width: int = 16
+    feature_dim: int = 256
+    dropout: float = 0.5  # in ST-GCN blocks 2-10 during pretraining, as released
 
     def __post_init__(self) -> None:
         """Check value ranges when the configuration is built, before any training."""
-        for key in ("hidden_size", "num_layers", "proj_hidden", "out_dim"):
+        for key in ("hidden_size", "num_layers", "proj_hidden", "out_dim", "width", "feature_dim"):
             value = getattr(self, key)
             _require(value >= 1, f"encoder.{key}", value, "at least 1")
+        _require(0.0 <= self.dropout < 1.0, "encoder.dropout", self.dropout, "in [0, 1)")
 
 
 @dataclasses.dataclass
@@ -59,6 +65,8 @@ class DataConfig:
     scale: tuple[float, float] = (0.1, 1.0)  # pretraining crop scale U(a, b)
     augmentation: str = "isc"  # a preset or augmentation name of halp.data.augment
     workers: int = 4  # DataLoader worker processes
+    # how `halp prepare` normalised data.root (--recipe); a folder of the other is refused
+    recipe: Literal["2s-agcn", "crossclr"] = "2s-agcn"
 
     def __post_init__(self) -> None:
         """Check value ranges when the configuration is built, before any training."""
@@ -141,6 +149,100 @@ class CmdConfig:
 
 
 @dataclasses.dataclass
+class MiningConfig:
+    """Nearest-neighbour mining (AimCLR Sec. 3.4; HiCLR keeps it): extra positives.
+
+    From ``start_epoch`` on, InfoNCE of the query becomes a multi-positive loss whose
+    positives are the key and, for the query and every extra view of the method, the
+    ``topk`` queue entries most similar to it. Released: top-1 after epoch 150 of 300
+    (``epoch <= 150`` trains plain InfoNCE, so 0-based epoch 151 is the first).
+    """
+
+    start_epoch: int = 151
+    topk: int = 1
+
+    def __post_init__(self) -> None:
+        """Check value ranges when the configuration is built, before any training."""
+        _require(self.start_epoch >= 0, "mining.start_epoch", self.start_epoch, "0 or more")
+        _require(self.topk >= 1, "mining.topk", self.topk, "at least 1")
+
+
+@dataclasses.dataclass
+class AimclrConfig:
+    """AimCLR (Guo et al., AAAI 2022): the extreme view, EADM and D3M."""
+
+    extreme_augmentation: str = "aimclr_extreme"  # the extreme view's augmentation spec
+    eadm_threshold: float = 0.7  # EADM drops positions whose attention is at least this
+    weight: float = 1.0  # of L_D3M = (CE(p_n, p_e) + CE(p_n, p_ed)) / 2
+
+    def __post_init__(self) -> None:
+        """Check value ranges when the configuration is built, before any training."""
+        # attention = sigmoid(e) with e >= 0.5: a threshold at or below sigmoid(0.5) drops all
+        _require(
+            self.eadm_threshold > 0.6225,
+            "aimclr.eadm_threshold",
+            self.eadm_threshold,
+            "above sigmoid(0.5) = 0.6225 (lower drops everything; above 1 drops nothing)",
+        )
+        _require(self.weight >= 0, "aimclr.weight", self.weight, "0 or more")
+
+
+@dataclasses.dataclass
+class BranchConfig:
+    """One query branch of HiCLR beyond the basic one: its augmentation and strong part."""
+
+    name: str = "normal"
+    augmentation: str = "hiclr_normal"  # applied at load time (an augmentation spec)
+    # applied in the model step: HiCLR's learnable joint mask, SkeleAdaIN style swap,
+    # Drop-Edges in every ST-GCN block (DAE), or nothing
+    strong: Literal["none", "mask", "adain", "dae"] = "none"
+
+    def __post_init__(self) -> None:
+        """Check value ranges when the configuration is built, before any training."""
+        ok = self.name.isidentifier() and self.name not in ("query", "key")
+        _require(ok, "hiclr.branches[].name", self.name, "an identifier other than query/key")
+
+
+def _hiclr_branches() -> list[BranchConfig]:
+    return [
+        BranchConfig("normal", "hiclr_normal", "none"),
+        BranchConfig("strong", "hiclr_normal", "mask"),
+    ]
+
+
+@dataclasses.dataclass
+class HiclrConfig:
+    """HiCLR (Zhang et al., AAAI 2023): growing augmentation branches, hierarchical loss.
+
+    The basic branch is the query (``data.augmentation``); ``branches`` are the stronger
+    ones in order (k = 1 + len(branches)); L_h chains basic -> branch 1 -> branch 2 ...
+    """
+
+    branches: list[BranchConfig] = dataclasses.field(default_factory=_hiclr_branches)
+    mask_ratio: float = 0.1  # joints masked per frame: int(mask_ratio * 25)
+    adain_mode: Literal["TV", "V"] = "V"  # SkeleAdaIN statistics: over (T, V) or per frame
+    dae_rate: float = 0.1  # DAE: per block, edges dropped with probability U(0, dae_rate)
+    # lambda_h; None: 1 / (k - 1), as released
+    weight: float | None = None
+
+    def __post_init__(self) -> None:
+        """Check value ranges when the configuration is built, before any training."""
+        _require(0.0 <= self.mask_ratio < 1.0, "hiclr.mask_ratio", self.mask_ratio, "in [0, 1)")
+        _require(0.0 <= self.dae_rate < 1.0, "hiclr.dae_rate", self.dae_rate, "in [0, 1)")
+        names = [b.name for b in self.branches]
+        _require(len(set(names)) == len(names), "hiclr.branches", names, "uniquely named")
+        if self.weight is not None:
+            _require(self.weight >= 0, "hiclr.weight", self.weight, "0 or more (or null)")
+
+    @property
+    def hierarchy_weight(self) -> float:
+        """lambda_h: ``weight``, or 1 / (k - 1) (0 with no branch beyond the basic one)."""
+        if self.weight is not None:
+            return self.weight
+        return 1.0 / len(self.branches) if self.branches else 0.0
+
+
+@dataclasses.dataclass
 class OptimConfig:
     """SGD and its step schedule (paper Sec. 4.2)."""
 
@@ -198,7 +300,7 @@ class LogConfig:
 class PretrainConfig:
     """Everything `halp pretrain` needs; the defaults reproduce the paper on NTU."""
 
-    method: str = "halp"  # a preset of halp.methods: baseline, halp, cmd, halp_cmd
+    method: str = "halp"  # a preset of halp.methods: baseline, halp, cmd, halp_cmd, aimclr, ...
     # modalities trained; empty = the method's own (joint, or joint/motion/bone for CMD)
     modalities: list[str] = dataclasses.field(default_factory=list)
     seed: int = 42
@@ -208,6 +310,9 @@ class PretrainConfig:
     moco: MocoConfig = dataclasses.field(default_factory=MocoConfig)
     halp: HalpConfig = dataclasses.field(default_factory=HalpConfig)
     cmd: CmdConfig = dataclasses.field(default_factory=CmdConfig)
+    mining: MiningConfig = dataclasses.field(default_factory=MiningConfig)
+    aimclr: AimclrConfig = dataclasses.field(default_factory=AimclrConfig)
+    hiclr: HiclrConfig = dataclasses.field(default_factory=HiclrConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     log: LogConfig = dataclasses.field(default_factory=LogConfig)
 
@@ -254,6 +359,7 @@ class EvalConfig:
     lr_gamma: float = 0.1
     eval_every: int = 5  # test accuracy every this many epochs, for best_on_test
     scale: tuple[float, float] = (0.5, 1.0)  # training crop scale
+    keep: float = 0.95  # test (and kNN) clips: the centred fraction of the valid frames
     # semi-supervised
     label_fraction: float = 1.0
     sampler: Literal["random", "per_class"] = "random"
@@ -269,6 +375,7 @@ class EvalConfig:
         if self.frames is not None:
             _require(self.frames >= 1, "frames", self.frames, "at least 1 (or null)")
         _require(self.workers >= 0, "workers", self.workers, "0 or more")
+        _require(0.0 < self.keep <= 1.0, "keep", self.keep, "in (0, 1]")
         fraction = self.label_fraction
         _require(0.0 < fraction <= 1.0, "label_fraction", fraction, "in (0, 1]")
         if self.lr is not None:

@@ -21,10 +21,11 @@ from torch.utils.data import Dataset, Subset
 from halp.checkpoint import config_of, load_checkpoint
 from halp.config import EvalConfig, PretrainConfig, to_dict
 from halp.data.loaders import ClassificationDataset
-from halp.data.storage import SkeletonSplit, load_split
+from halp.data.storage import SkeletonSplit, check_recipe, load_split
 from halp.encoders import build_encoder
 from halp.errors import EvaluationError
 from halp.eval.classifier import Classifier, fit_classifier, label_subset
+from halp.eval.ensemble import save_scores
 from halp.eval.knn import knn_top1
 from halp.io import atomic_write_json, sha256_of
 from halp.methods import FINETUNE_LR, PRESETS, linear_lr, preset_of
@@ -53,7 +54,7 @@ def classifier_from_checkpoint(
             f"the checkpoint (method {config.method!r}) has the modalities {list(modalities)}; "
             f"there is no {modality!r} encoder in it"
         )
-    model = Classifier(build_encoder(preset.encoder, config), num_classes)
+    model = Classifier(build_encoder(config.encoder.arch, config), num_classes)
     if not pretrained:
         return model
     prefix = f"branches.{modality}.encoder_q."
@@ -134,13 +135,19 @@ def protocol_lr(config: EvalConfig, dataset: str, method: str) -> tuple[float, s
 
 
 def evaluate(config: EvalConfig, out: Path) -> dict[str, Any]:
-    """Run ``config.protocol`` and write its results JSON to ``out`` (atomically)."""
+    """Run ``config.protocol`` and write its results JSON to ``out`` (atomically).
+
+    A protocol that trains a classifier first writes its test scores next to ``out``
+    (:func:`halp.eval.ensemble.save_scores`; with ``repeats > 1``, the first repeat's),
+    which the JSON names, for late-fusion ensembles.
+    """
     started = time.perf_counter()
     pretrained = config.encoder_init == "pretrained"
     checkpoint = Path(config.checkpoint)
     payload = load_checkpoint(checkpoint)
     pre = config_of(payload)
     modality = config.modality or preset_of(pre).modalities[0]
+    check_recipe(Path(config.data_root), pre.data.recipe, "data.recipe of the checkpoint")
     train, test, num_classes = _splits(config)
     dataset, benchmark = train.index.dataset, train.index.benchmark
     pretrained_on = payload.get("data", {}).get("dataset")
@@ -154,13 +161,16 @@ def evaluate(config: EvalConfig, out: Path) -> dict[str, Any]:
     device = resolve_device(config.device)
     frames = _frames(config, pre)
     test_ds = ClassificationDataset(
-        test, modality, train=False, out_frames=frames, seed=config.seed
+        test, modality, train=False, out_frames=frames, seed=config.seed, keep=config.keep
     )
+    scores: np.ndarray | None = None  # a classifier's test logits, for late fusion
     if config.protocol == "knn":
         torch.manual_seed(config.seed)
         model = classifier_from_checkpoint(payload, modality, num_classes, pretrained)
         model.to(device)
-        top1 = knn_top1(model.encoder, train, test, modality, frames, config.seed, config.k, device)
+        top1 = knn_top1(
+            model.encoder, train, test, modality, frames, config.seed, config.k, device, config.keep
+        )
         metrics: dict[str, Any] = {"top1": top1, "k": config.k}
     else:
         lr, lr_source = protocol_lr(config, dataset, pre.method)
@@ -178,6 +188,9 @@ def evaluate(config: EvalConfig, out: Path) -> dict[str, Any]:
             result = fit_classifier(
                 model, train_ds, test_ds, config, lr, config.protocol == "linear", device, seed
             )
+            run_scores = result.pop("scores")
+            if scores is None:  # the first repeat's classifier (seed config.seed) is saved
+                scores = run_scores
             runs.append({"seed": seed, "labelled": len(subset), **result})
         finals = [r["top1"] for r in runs]
         metrics = {
@@ -188,6 +201,8 @@ def evaluate(config: EvalConfig, out: Path) -> dict[str, Any]:
             "lr_preset": lr_source,
             "runs": runs,
         }
+    # written before the JSON that names them (halp.eval.ensemble)
+    saved = {} if scores is None else save_scores(out, scores, test.index, config.seed)
     result = {
         "protocol": config.protocol,
         "dataset": dataset,
@@ -197,6 +212,7 @@ def evaluate(config: EvalConfig, out: Path) -> dict[str, Any]:
         "pretrained_on": pretrained_on,
         "encoder_init": config.encoder_init,
         "metrics": metrics,
+        **saved,  # "scores": the scores file's name next to this JSON, "scores_sha256"
         "config": {**to_dict(config), "frames": frames},  # as resolved
         "checkpoint": {
             "path": str(checkpoint),

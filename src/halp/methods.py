@@ -1,13 +1,19 @@
 """Method presets: each method of the package is data, not code (paper Sec. 3-4).
 
-A :class:`Preset` names the encoder, the modalities it trains and its loss terms; each
-:class:`Term` names a registered objective (:mod:`halp.objectives`) with its weight and
-the epoch from which it is on, each either a number or a config key that holds it::
+A :class:`Preset` names the modalities a method trains, the extra query views it
+encodes and its loss terms; each :class:`Term` names a registered objective
+(:mod:`halp.objectives`) with its weight and the epoch from which it is on, each either
+a number or a config key that holds it. The encoder is the ``encoder.arch`` config key
+(the paper's BiGRU by default, or the ST-GCN of AimCLR and HiCLR)::
 
-    baseline   InfoNCE                                    (MoCo v2 with a BiGRU)
-    halp       InfoNCE + mu L_HaLP, mu from epoch 200     (Eq. 8)
-    cmd        sum_m InfoNCE + L_CMD over joint, motion, bone
-    halp_cmd   sum_m InfoNCE + L_CMD + mu sum_m L_HaLP
+    baseline     InfoNCE                                    (MoCo v2)
+    halp         InfoNCE + mu L_HaLP, mu from epoch 200     (Eq. 8)
+    cmd          sum_m InfoNCE + L_CMD over joint, motion, bone
+    halp_cmd     sum_m InfoNCE + L_CMD + mu sum_m L_HaLP
+    aimclr       InfoNCE/NNM + L_D3M over an extreme view and its EADM-dropped twin
+    aimclr_halp  aimclr + mu L_HaLP
+    hiclr        InfoNCE/NNM + lambda_h L_h over growing augmentation branches
+    hiclr_halp   hiclr + mu L_HaLP
 
 This module is also the one home of the method names and of the linear-probe learning
 rates that produced the published rows (Sec. 4.2 and the supplement). It imports no
@@ -20,7 +26,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from halp.config import PretrainConfig, to_dict
+from halp.config import PretrainConfig
 from halp.errors import ConfigError
 from halp.schedules import StepWeight
 
@@ -46,24 +52,47 @@ class Term:
 
 
 @dataclass(frozen=True)
-class Preset:
-    """A method: its encoder, modalities and loss terms.
+class View:
+    """An extra query view of a method, beyond MoCo's query and key.
+
+    The dataset draws it with its own augmentation; the model encodes it with the query
+    encoder into ``Embeddings.views[name]``.
 
     Attributes:
-        encoder: A name of :data:`halp.encoders.ENCODERS`.
+        name: The view's name in ``Embeddings.views``.
+        augmentation: Its load-time augmentation spec, or the config key holding it.
+        drop: Also encode it through the encoder's EADM (AimCLR Sec. 3.2), as
+            ``<name>_drop``, from the same backbone pass.
+        strong: A model-side augmentation applied to the batch before encoding
+            (``mask``: HiCLR's learnable joint mask), or the config key holding it.
+    """
+
+    name: str
+    augmentation: str
+    drop: bool = False
+    strong: str = "none"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A method: its modalities, extra views and loss terms.
+
+    Attributes:
         modalities: The modalities trained, each with its own encoders and queue.
         terms: The loss terms, summed in this order.
         label: How tables and figures name the method (e.g. ``HaLP+CMD``).
         linear_lr: The linear-probe learning-rate preset of the protocol behind the
             method's published rows (:data:`LINEAR_LR`): ``halp`` for the rows the HaLP
             authors evaluated (0.005 NTU / 0.001 PKU), ``cmd`` for CMD's own (0.1).
+        views: Extra query views, or the config key holding a list of branches
+            (:class:`halp.config.BranchConfig`, HiCLR's).
     """
 
-    encoder: str
     modalities: tuple[str, ...]
     terms: tuple[Term, ...]
     label: str = ""
     linear_lr: Literal["cmd", "halp"] = "halp"
+    views: tuple[View, ...] | str = ()
 
     def uses(self, objective: str) -> bool:
         """Whether one of the terms is ``objective``."""
@@ -83,12 +112,21 @@ class Preset:
 _INFONCE = Term("infonce")
 _CMD = Term("cmd", weight="cmd.weight")
 _HALP = Term("halp", weight="halp.mu", start_epoch="halp.mu_start_epoch", log_as="mu")
+_NNM = Term("nnm")  # InfoNCE, multi-positive from mining.start_epoch
+_D3M = Term("d3m", weight="aimclr.weight")
+_HIERARCHY = Term("hierarchy", weight="hiclr.hierarchy_weight")
+_EXTREME = View("extreme", "aimclr.extreme_augmentation", drop=True)
+_JOINT = ("joint",)
 
 PRESETS: dict[str, Preset] = {
-    "baseline": Preset("bigru", ("joint",), (_INFONCE,), "Baseline"),
-    "halp": Preset("bigru", ("joint",), (_INFONCE, _HALP), "HaLP"),
-    "cmd": Preset("bigru", MODALITIES, (_INFONCE, _CMD), "CMD", linear_lr="cmd"),
-    "halp_cmd": Preset("bigru", MODALITIES, (_INFONCE, _CMD, _HALP), "HaLP+CMD"),
+    "baseline": Preset(_JOINT, (_INFONCE,), "Baseline"),
+    "halp": Preset(_JOINT, (_INFONCE, _HALP), "HaLP"),
+    "cmd": Preset(MODALITIES, (_INFONCE, _CMD), "CMD", linear_lr="cmd"),
+    "halp_cmd": Preset(MODALITIES, (_INFONCE, _CMD, _HALP), "HaLP+CMD"),
+    "aimclr": Preset(_JOINT, (_NNM, _D3M), "AimCLR", views=(_EXTREME,)),
+    "aimclr_halp": Preset(_JOINT, (_NNM, _D3M, _HALP), "AimCLR+HaLP", views=(_EXTREME,)),
+    "hiclr": Preset(_JOINT, (_NNM, _HIERARCHY), "HiCLR", views="hiclr.branches"),
+    "hiclr_halp": Preset(_JOINT, (_NNM, _HIERARCHY, _HALP), "HiCLR+HaLP", views="hiclr.branches"),
 }
 """Every method, by the name the ``method`` config key and the results files use."""
 
@@ -129,15 +167,42 @@ def preset_of(config: PretrainConfig) -> Preset:
 
 
 def _lookup(config: PretrainConfig, value: Any, what: str) -> Any:
-    """``value`` itself, or the value of the dotted config key it names."""
+    """``value`` itself, or the value of the dotted config key (or property) it names."""
     if not isinstance(value, str):
         return value
-    node: Any = to_dict(config)
+    node: Any = config
     for part in value.split("."):
-        if not isinstance(node, dict) or part not in node:
+        if not dataclasses.is_dataclass(node) or not hasattr(node, part):
             raise KeyError(f"a preset's {what} names the config key {value!r}, which is unknown")
-        node = node[part]
+        node = getattr(node, part)
     return node
+
+
+def views_of(config: PretrainConfig, preset: Preset | None = None) -> tuple[View, ...]:
+    """The extra query views of ``preset`` (default: ``config.method``'s), resolved.
+
+    Config keys are looked up: a view's augmentation spec and strong part, or a list of
+    HiCLR branches, which become views in order.
+    """
+    preset = preset or preset_of(config)
+    if isinstance(preset.views, str):
+        branches = _lookup(config, preset.views, "views")
+        return tuple(View(b.name, b.augmentation, strong=b.strong) for b in branches)
+    return tuple(
+        dataclasses.replace(
+            v,
+            augmentation=str(_lookup_key(config, v.augmentation)),
+            strong=str(_lookup_key(config, v.strong)),
+        )
+        for v in preset.views
+    )
+
+
+def _lookup_key(config: PretrainConfig, value: str) -> Any:
+    """The value of the dotted config key ``value``, or ``value`` itself if it names none."""
+    if "." not in value:
+        return value
+    return _lookup(config, value, "view")
 
 
 def term_weight(config: PretrainConfig, term: Term) -> StepWeight:

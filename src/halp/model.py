@@ -3,8 +3,10 @@
 Per modality, a :class:`MomentumBranch` holds MoCo's query encoder, its momentum key
 encoder and the key queue (Sec. 3.1). The preset's objectives (:mod:`halp.objectives`)
 turn one step's embeddings into loss terms; :meth:`PretrainModel.forward` encodes, sums
-``weight * term`` over the preset's terms in order, and enqueues the new keys. It holds
-no method-specific branch: adding a method is an objective and a preset.
+``weight * term`` over the preset's terms in order, and enqueues the new keys. Extra
+query views of a preset (AimCLR's extreme view and its EADM-dropped twin, HiCLR's
+branches with the learnable joint mask) are encoded by the same query encoder. It holds
+no method-specific branch: adding a method is objectives, views and a preset.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from halp.config import PretrainConfig
+from halp.data.batch_augment import JointMask, skele_adain
 from halp.encoders import Encoder, build_encoder
-from halp.methods import Preset, preset_of, term_weight
+from halp.errors import ConfigError
+from halp.methods import Preset, View, preset_of, term_weight, views_of
 from halp.objectives import AnchorBank, Embeddings, Objective, StepContext, build_objective
 from halp.objectives.moco import KeyQueue, momentum_update
 from halp.schedules import StepWeight
@@ -72,12 +76,23 @@ class PretrainModel(nn.Module):
         generator = torch.Generator().manual_seed(config.seed)
         dim = config.encoder.out_dim
         queue = config.moco.queue_size
+        arch = config.encoder.arch
         self.branches = nn.ModuleDict(
             {
-                m: MomentumBranch(build_encoder(self.preset.encoder, config), queue, dim, generator)
+                m: MomentumBranch(build_encoder(arch, config), queue, dim, generator)
                 for m in self.preset.modalities
             }
         )
+        self.views: tuple[View, ...] = views_of(config, self.preset)
+        if arch != "stgcn" and any(v.strong == "dae" for v in self.views):
+            raise ConfigError(
+                "config key 'hiclr.branches': a branch with strong: dae drops graph edges, "
+                f"which needs encoder.arch: stgcn (it is {arch!r})"
+            )
+        if any(v.strong == "mask" for v in self.views):  # HiCLR: one learnable token each
+            self.masks = nn.ModuleDict(
+                {m: JointMask(config.hiclr.mask_ratio) for m in self.preset.modalities}
+            )
         self.objectives = nn.ModuleDict(
             {
                 t.objective: build_objective(t.objective, config, self.preset.modalities, dim)
@@ -140,8 +155,12 @@ class PretrainModel(nn.Module):
         epoch: int = 0,
         generator: torch.Generator | None = None,
         step: int = 0,
+        views: dict[str, dict[str, Tensor]] | None = None,
     ) -> StepOutput:
-        """One training step's loss; also updates the key encoders and the queues."""
+        """One training step's loss; also updates the key encoders and the queues.
+
+        ``views`` holds the preset's extra query views (view name -> modality -> clips).
+        """
         momentum = self.config.moco.momentum
         queries: dict[str, Tensor] = {}
         keys: dict[str, Tensor] = {}
@@ -157,7 +176,7 @@ class PretrainModel(nn.Module):
                 keys[m] = F.normalize(k.float(), dim=1)  # (B, D)
             negatives[m] = branch.queue.keys.clone()  # (L, D); the enqueue must not touch it
         banks: dict[str, AnchorBank] = {m: b.queue for m, b in self._branches()}
-        emb = Embeddings(queries, keys, negatives, banks)
+        emb = Embeddings(queries, keys, negatives, banks, self._encode_views(views, generator))
         terms: dict[str, float | Tensor] = {}
         loss: Tensor | None = None
         active = self._active(epoch)
@@ -178,8 +197,74 @@ class PretrainModel(nn.Module):
         terms["loss"] = loss.detach()
         return StepOutput(loss, terms)
 
+    def _encode_views(
+        self, clips: dict[str, dict[str, Tensor]] | None, generator: torch.Generator | None
+    ) -> dict[str, dict[str, Tensor]]:
+        """Normalised query-encoder embeddings of the extra views (``<name>_drop`` too)."""
+        if not self.views:
+            return {}
+        if clips is None or any(v.name not in clips for v in self.views):
+            raise ValueError(
+                f"method {self.config.method!r} needs the extra views "
+                f"{[v.name for v in self.views]} in every batch; got {sorted(clips or {})}"
+            )
+        if generator is None and any(v.strong != "none" for v in self.views):
+            raise ValueError(
+                f"method {self.config.method!r}: its strong augmentations draw from the step's "
+                "generator; pass one"
+            )
+        out: dict[str, dict[str, Tensor]] = {}
+        for view in self.views:
+            for m, branch in self._branches():
+                x = clips[view.name][m]
+                if view.strong == "mask":
+                    mask = self.masks[m]
+                    assert isinstance(mask, JointMask) and generator is not None
+                    x = mask(x, generator)
+                elif view.strong == "adain":
+                    assert generator is not None
+                    x = skele_adain(x, generator, self.config.hiclr.adain_mode)
+                encoder = branch.encoder_q
+                with self._autocast(x):
+                    if view.strong == "dae":
+                        rate = self.config.hiclr.dae_rate
+                        z = encoder.projection(encoder.features_dropping_edges(x, rate, generator))
+                    elif view.drop:
+                        f, f_drop = encoder.features_and_dropped(
+                            x, self.config.aimclr.eadm_threshold
+                        )
+                        z, z_drop = encoder.projection(f), encoder.projection(f_drop)
+                        out.setdefault(f"{view.name}_drop", {})[m] = F.normalize(
+                            z_drop.float(), dim=1
+                        )
+                    else:
+                        z = encoder(x)
+                out.setdefault(view.name, {})[m] = F.normalize(z.float(), dim=1)
+        return out
+
     def _autocast(self, x: Tensor) -> torch.autocast:
         """bf16 autocast of an encoder under ``optim.precision: bf16``; a no-op otherwise."""
         return torch.autocast(
             x.device.type, dtype=torch.bfloat16, enabled=self.config.optim.precision == "bf16"
         )
+
+
+def random_batch(
+    model: PretrainModel,
+    shape: tuple[int, ...],
+    generator: torch.Generator,
+    device: torch.device | str = "cpu",
+) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, dict[str, Tensor]] | None]:
+    """A random (query, key, extra views) batch of ``shape`` clips for ``model``.
+
+    For benchmarks and device checks that step a model on fixed data: one tensor per
+    modality for the query and the key, and per extra view of the preset (None when the
+    preset has none), drawn on the CPU from ``generator`` in that order.
+    """
+
+    def draw() -> dict[str, Tensor]:
+        return {m: torch.randn(shape, generator=generator).to(device) for m in model.modalities}
+
+    q, k = draw(), draw()
+    views = {v.name: draw() for v in model.views}
+    return q, k, views or None

@@ -39,8 +39,8 @@ from halp.checkpoint import (
     save_checkpoint,
 )
 from halp.config import OptimConfig, PretrainConfig, from_dict, to_dict
-from halp.data.loaders import PretrainDataset, make_loader
-from halp.data.storage import load_split
+from halp.data.loaders import EpochSampler, PretrainDataset, make_epoch_loader
+from halp.data.storage import check_recipe, load_split
 from halp.errors import CheckpointError, ConfigError, TrainingDiverged
 from halp.eval.health import alignment, mean_cosine, uniformity
 from halp.eval.knn import knn_top1
@@ -306,6 +306,11 @@ def _knn(
     return knn_top1(encoder, train, test, modality, config.data.frames, config.seed, 1, device)
 
 
+def _to(views: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """A batch's modality -> clips, on ``device`` (asynchronously from pinned memory)."""
+    return {m: v.to(device, non_blocking=True) for m, v in views.items()}
+
+
 def pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]:
     """Train ``config.method`` and return the last epoch's metrics."""
     run_dir = Path(run_dir)
@@ -320,6 +325,7 @@ def pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False) -> dic
         )
     torch.manual_seed(config.seed)
     model = PretrainModel(config).to(device)
+    check_recipe(Path(config.data.root), config.data.recipe, "data.recipe")
     train_split = load_split(Path(config.data.root), "train")
     test_split = load_split(Path(config.data.root), "test") if config.log.knn_every else None
     dataset = PretrainDataset(
@@ -329,6 +335,7 @@ def pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False) -> dic
         scale=config.data.scale,
         out_frames=config.data.frames,
         seed=config.seed,
+        views={v.name: v.augmentation for v in model.views},
     )
     per_rank = config.optim.batch_size // proc.world_size
     if len(dataset) // config.optim.batch_size == 0:
@@ -420,6 +427,7 @@ def pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False) -> dic
     wandb_run = _wandb(config, run_dir) if proc.is_main else None
     row: dict[str, Any] = {}
     step_counter = start_epoch * (len(dataset) // config.optim.batch_size)
+    run_loader: tuple[torch.utils.data.DataLoader, EpochSampler] | None = None
     for epoch in range(start_epoch, config.optim.epochs):
         started = time.perf_counter()
         lr = lr_at(o, epoch)
@@ -443,17 +451,19 @@ def pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False) -> dic
                 drop_last=True,
                 num_workers=config.data.workers,
             )
-        else:
-            loader = make_loader(
-                dataset,
-                per_rank,
-                shuffle=True,
-                seed=config.seed,
-                epoch=epoch,
-                drop_last=True,
-                num_workers=config.data.workers,
-                pin_memory=device.type == "cuda",
-            )
+        else:  # one loader for the run: its workers persist, the sampler brings the epoch
+            if run_loader is None:
+                run_loader = make_epoch_loader(
+                    dataset,
+                    per_rank,
+                    shuffle=True,
+                    seed=config.seed,
+                    drop_last=True,
+                    num_workers=config.data.workers,
+                    pin_memory=device.type == "cuda",
+                )
+            loader, epoch_sampler = run_loader
+            epoch_sampler.set_epoch(epoch)
         steps = StepLog(config.log.sync_every)
         net.train()
         bar = tqdm(
@@ -462,11 +472,11 @@ def pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False) -> dic
             leave=False,
             disable=not (config.log.progress and proc.is_main),
         )
-        for step, (views_q, views_k, _) in enumerate(bar):
-            views_q = {m: v.to(device, non_blocking=True) for m, v in views_q.items()}
-            views_k = {m: v.to(device, non_blocking=True) for m, v in views_k.items()}
+        for step, batch in enumerate(bar):
+            views_q, views_k = (_to(batch[i], device) for i in (0, 1))
+            extra = {name: _to(v, device) for name, v in batch[3].items()} if model.views else None
             model.prepare_step(epoch, step_counter, generator)
-            out = net(views_q, views_k, epoch, generator, step_counter)
+            out = net(views_q, views_k, epoch, generator, step_counter, extra)
             optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             optimizer.step()

@@ -1,6 +1,7 @@
 """Torch datasets and loaders over a prepared split (the README's "The training loader").
 
-``PretrainDataset`` yields two independently augmented views of a sample;
+``PretrainDataset`` yields two independently augmented views of a sample (and the extra
+views of methods such as AimCLR and HiCLR);
 ``ClassificationDataset`` one clip and its label. Both read one sample per
 ``__getitem__`` from the memory-mapped array, never the whole array.
 
@@ -12,7 +13,10 @@ sets the epoch with ``dataset.set_epoch(epoch)``, or simply builds each epoch's 
 with ``make_loader(..., epoch=epoch)``, which does it. ``make_loader`` never uses
 persistent workers: each epoch's worker processes get a fresh copy of the dataset and
 therefore its current epoch (a persistent worker would keep the epoch it was started
-with).
+with). ``make_epoch_loader`` keeps its workers for the whole run instead: its
+:class:`EpochSampler` hands out ``(epoch, index)`` pairs, so every item carries the
+epoch to whichever worker loads it, and the batches are those of ``make_loader``'s rule
+(the order a function of ``(seed, epoch)`` only) whatever the number of workers.
 
 **Modalities** are computed on the augmented 64-frame joint clip of each view, so joint,
 motion and bone share one augmentation draw, as in CMD (:mod:`halp.data.modalities`).
@@ -22,12 +26,12 @@ from __future__ import annotations
 
 import mmap
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from halp.data.augment import (
     DEFAULT_FRAMES,
@@ -78,6 +82,14 @@ class _SplitDataset(Dataset):
             raise ValueError(f"epoch must be non-negative, got {epoch}")
         self.epoch = epoch
 
+    def _index(self, item: int | tuple[int, int]) -> int:
+        """An item's index; an ``(epoch, index)`` pair (:class:`EpochSampler`) sets the epoch."""
+        if isinstance(item, tuple):
+            epoch, index = item
+            self.set_epoch(int(epoch))
+            return int(index)
+        return int(item)
+
     def rng(self, index: int, *stream: int) -> np.random.Generator:
         """The generator of item ``index`` in the current epoch (``stream`` picks a view)."""
         return np.random.default_rng([self.seed, self.epoch, index, *stream])
@@ -124,8 +136,13 @@ class PretrainDataset(_SplitDataset):
     (a ``build_augmentation`` spec or a ``Transform``; ``"isc"`` is ISC/CMD/HaLP's).
     Views are drawn from separate streams of the item's generator.
 
-    Returns ``(query, key, index)``; a view is a float32 (3, out_frames, 25, 2) tensor if
-    ``modality`` is a str, or a dict modality -> tensor if it is a list.
+    ``views`` adds named extra views, each with its own augmentation (the same temporal
+    crop, then its spatial transform), drawn from streams 2, 3, ... in the given order.
+
+    Returns ``(query, key, index)``, or ``(query, key, index, extra)`` with ``extra`` a
+    dict view name -> view when ``views`` is not empty; a view is a float32
+    (3, out_frames, 25, 2) tensor if ``modality`` is a str, or a dict modality -> tensor
+    if it is a list.
     """
 
     def __init__(
@@ -137,23 +154,32 @@ class PretrainDataset(_SplitDataset):
         out_frames: int = DEFAULT_FRAMES,
         seed: int = 0,
         min_length: int = MIN_CROP_LENGTH,
+        views: Mapping[str, AugmentationSpec | Transform] | None = None,
     ) -> None:
         super().__init__(split, modality, out_frames, seed)
-        self.augmentation = (
-            augmentation if callable(augmentation) else build_augmentation(augmentation)
-        )
+        self.augmentation = _transform(augmentation)
         self.scale = scale
         self.min_length = min_length
+        self.views = {name: _transform(spec) for name, spec in (views or {}).items()}
 
-    def view(self, index: int, stream: int) -> np.ndarray:
+    def view(self, index: int, stream: int, augmentation: Transform | None = None) -> np.ndarray:
         """The augmented joint clip of view ``stream`` (0 = query, 1 = key) of ``index``."""
         x, frames = self.sample(index)
         rng = self.rng(index, stream)
         clip = temporal_crop_resize(x, frames, rng, self.scale, self.out_frames, self.min_length)
-        return self.augmentation(clip, rng)
+        return (augmentation or self.augmentation)(clip, rng)
 
-    def __getitem__(self, index: int) -> tuple[Any, Any, int]:
-        return self.to_output(self.view(index, 0)), self.to_output(self.view(index, 1)), index
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[Any, ...]:
+        index = self._index(item)
+        query = self.to_output(self.view(index, 0))
+        key = self.to_output(self.view(index, 1))
+        if not self.views:
+            return query, key, index
+        extra = {
+            name: self.to_output(self.view(index, 2 + i, transform))
+            for i, (name, transform) in enumerate(self.views.items())
+        }
+        return query, key, index, extra
 
 
 class ClassificationDataset(_SplitDataset):
@@ -193,8 +219,14 @@ class ClassificationDataset(_SplitDataset):
             )
         return center_crop_resize(x, frames, self.keep, self.out_frames)
 
-    def __getitem__(self, index: int) -> tuple[Any, int]:
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[Any, int]:
+        index = self._index(item)
         return self.to_output(self.clip(index)), int(self.split.index.labels[index])
+
+
+def _transform(spec: AugmentationSpec | Transform) -> Transform:
+    """A ``Transform`` as is, or the one a ``build_augmentation`` spec names."""
+    return spec if callable(spec) else build_augmentation(spec)
 
 
 # --------------------------------------------------------------------------- loaders
@@ -220,6 +252,90 @@ def _set_epoch(dataset: Dataset, epoch: int) -> None:
         _set_epoch(dataset.dataset, epoch)
 
 
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The shuffled order of ``n`` items in ``epoch``: a function of ``(seed, epoch)`` only.
+
+    The order :func:`make_loader` gives (its DataLoader draws the workers' base seed from
+    the generator, then the sampler's permutation), so a run trains on the same batches
+    with either loader.
+    """
+    generator = _seeded([seed, epoch])
+    torch.empty((), dtype=torch.int64).random_(generator=generator)  # the base seed's draw
+    return torch.randperm(n, generator=generator).tolist()
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """``(epoch, index)`` pairs in the epoch's order (:func:`epoch_order`, or in turn).
+
+    Call :meth:`set_epoch` before each epoch; the pairs carry the epoch into persistent
+    workers, whose copies of the dataset never see the main process's ``set_epoch``.
+    """
+
+    def __init__(self, n: int, shuffle: bool, seed: int) -> None:
+        self.n = n
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose order (and items) the next iteration yields."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be non-negative, got {epoch}")
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order = epoch_order(self.n, self.seed, self.epoch) if self.shuffle else range(self.n)
+        return iter([(self.epoch, i) for i in order])
+
+
+def make_epoch_loader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    num_workers: int = 0,
+    drop_last: bool = False,
+    pin_memory: bool = False,
+) -> tuple[DataLoader, EpochSampler]:
+    """A DataLoader for a whole run, with persistent workers, and its sampler.
+
+    Call ``sampler.set_epoch(epoch)`` before iterating each epoch. ``dataset`` must
+    accept ``(epoch, index)`` items (both datasets of this module do).
+    """
+    sampler = EpochSampler(len(dataset), shuffle, seed)  # type: ignore[arg-type]
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        persistent_workers=num_workers > 0,
+        **_loader_args(num_workers, drop_last, pin_memory, _seeded([seed, 2])),
+    )
+    return loader, sampler
+
+
+def _seeded(entropy: list[int]) -> torch.Generator:
+    """A torch generator seeded through a ``SeedSequence`` of ``entropy``."""
+    generator = torch.Generator()
+    generator.manual_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
+    return generator
+
+
+def _loader_args(
+    num_workers: int, drop_last: bool, pin_memory: bool, generator: torch.Generator
+) -> dict[str, Any]:
+    """The DataLoader arguments both loaders share (workers seeded by ``seed_worker``)."""
+    return {
+        "num_workers": num_workers,
+        "drop_last": drop_last,
+        "pin_memory": pin_memory,
+        "generator": generator,
+        "worker_init_fn": seed_worker,
+    }
+
+
 def make_loader(
     dataset: Dataset,
     batch_size: int,
@@ -240,16 +356,10 @@ def make_loader(
     module docstring).
     """
     _set_epoch(dataset, epoch)
-    generator = torch.Generator()
-    generator.manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle,
-        num_workers=num_workers,
-        drop_last=drop_last,
-        pin_memory=pin_memory,
-        generator=generator,
-        worker_init_fn=seed_worker,
         persistent_workers=False,
+        **_loader_args(num_workers, drop_last, pin_memory, _seeded([seed, epoch])),
     )

@@ -86,19 +86,40 @@ def label_subset(labels: np.ndarray, fraction: float, sampler: str, seed: int) -
 
 
 @torch.no_grad()
+def class_scores(
+    model: nn.Module, dataset: Dataset, device: torch.device, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """The model's class scores on ``dataset``, in eval mode and in dataset order.
+
+    Returns the logits, float32 (N, C), and the labels, int64 (N,), both on the CPU; the
+    model's mode is restored afterwards. These raw classifier outputs are what a late-fusion
+    ensemble adds up (:mod:`halp.eval.ensemble`).
+    """
+    was_training = model.training
+    model.eval()
+    scores, targets = [], []
+    for clips, labels in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        scores.append(model(clips.to(device)).cpu().to(torch.float32))
+        targets.append(labels.to(torch.int64))
+    model.train(was_training)
+    if not scores:
+        return np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.int64)
+    return torch.cat(scores).numpy(), torch.cat(targets).numpy()
+
+
+def top1_of(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy (percent) of (N, C) scores: the share of rows whose argmax is the label."""
+    if len(labels) == 0:
+        return 0.0
+    correct = int((np.argmax(scores, axis=1) == labels).sum())
+    return 100.0 * correct / len(labels)
+
+
 def accuracy(
     model: nn.Module, dataset: Dataset, device: torch.device, batch_size: int = 256
 ) -> float:
     """Top-1 accuracy (percent) on ``dataset`` in eval mode."""
-    was_training = model.training
-    model.eval()
-    correct = total = 0
-    for clips, labels in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        pred = model(clips.to(device)).argmax(dim=1).cpu()
-        correct += int((pred == labels).sum())
-        total += len(labels)
-    model.train(was_training)
-    return 100.0 * correct / max(total, 1)
+    return top1_of(*class_scores(model, dataset, device, batch_size))
 
 
 def fit_classifier(
@@ -117,8 +138,9 @@ def fit_classifier(
     do not move); only ``model.fc`` learns, and afterwards every encoder tensor must be
     bit-identical to what was loaded. ``freeze=False``: everything trains, in train mode.
     Returns the final test accuracy (the headline), the best test accuracy over the
-    evaluations (``best_on_test``, the reference's selection on the test set) and the
-    history.
+    evaluations (``best_on_test``, the reference's selection on the test set), the
+    history, and under ``scores`` the final model's test logits (float32 (N, C), in test-set
+    order; :func:`class_scores`), from which the final accuracy is computed.
     """
     model.to(device)
     if freeze:
@@ -159,12 +181,13 @@ def fit_classifier(
             optimizer.step()
             losses.append(float(loss.detach()))
         if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
+            scores, labels = class_scores(model, test, device)
             history.append(
                 {
                     "epoch": epoch,
                     "lr": epoch_lr,
                     "train_loss": float(np.mean(losses)),
-                    "test_top1": accuracy(model, test, device),
+                    "test_top1": top1_of(scores, labels),
                 }
             )
             log.info("epoch %d: %s", epoch, history[-1])
@@ -179,4 +202,5 @@ def fit_classifier(
         "history": history,
         "classes": model.fc.out_features,  # what was trained, as a record and a check
         "trainable_tensors": len(params),
+        "scores": scores,  # of the last evaluation, which is always the final epoch's
     }

@@ -87,13 +87,14 @@ def knn_top1(
     seed: int,
     k: int = 1,
     device: torch.device | str = "cpu",
+    keep: float = 0.95,
 ) -> float:
-    """The kNN protocol end to end: train split as gallery, 95 % centre crops for both.
+    """The kNN protocol end to end: train split as gallery, centre crops (``keep``) for both.
 
     Used by ``halp evaluate knn`` and by the kNN monitor of pretraining alike.
     """
     gallery, queries = (
-        ClassificationDataset(split, modality, train=False, out_frames=frames, seed=seed)
+        ClassificationDataset(split, modality, train=False, out_frames=frames, seed=seed, keep=keep)
         for split in (train, test)
     )
     g, gl = extract_features(encoder, gallery, device=device)

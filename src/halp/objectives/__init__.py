@@ -3,8 +3,10 @@
 Each objective lives in a module named after it: :mod:`~halp.objectives.moco` (InfoNCE,
 the key queue, the momentum update), :mod:`~halp.objectives.halp` (prototypes and the
 HaLP loss, built on :mod:`~halp.objectives.poshal` and
-:mod:`~halp.objectives.prototypes`) and :mod:`~halp.objectives.cmd` (cross-modal mutual
-distillation). A method preset (:mod:`halp.methods`) lists objectives by their registered
+:mod:`~halp.objectives.prototypes`), :mod:`~halp.objectives.cmd` (cross-modal mutual
+distillation), :mod:`~halp.objectives.mining` (AimCLR's nearest-neighbour mining) and
+:mod:`~halp.objectives.distribution` (AimCLR's D3M, HiCLR's hierarchical loss). A
+method preset (:mod:`halp.methods`) lists objectives by their registered
 name; :func:`build_objective` makes one for a configuration.
 """
 
@@ -49,7 +51,7 @@ def build_objective(
 
 def _load_builtin() -> None:
     """Import the shipped objective modules, which register themselves."""
-    from halp.objectives import cmd, halp, moco  # noqa: F401
+    from halp.objectives import cmd, distribution, halp, mining, moco  # noqa: F401
 
 
 __all__ = [

@@ -39,12 +39,25 @@ class Embeddings:
         negatives: (L, D) a snapshot of each modality's negatives before this step's
             keys enter the bank (MoCo's queue).
         banks: each modality's bank of recent anchors (for prototypes).
+        views: extra query views of the method (AimCLR's extreme view, HiCLR's
+            branches): view name -> modality -> (B, D), encoded by the query encoder.
     """
 
     queries: dict[str, Tensor]
     keys: dict[str, Tensor]
     negatives: dict[str, Tensor]
     banks: Mapping[str, AnchorBank]
+    views: dict[str, dict[str, Tensor]] = field(default_factory=dict)
+
+    def view(self, name: str) -> dict[str, Tensor]:
+        """The embeddings of view ``name`` per modality; ``query`` is MoCo's query."""
+        if name == "query":
+            return self.queries
+        if name not in self.views:
+            raise KeyError(
+                f"no view {name!r} was encoded this step; encoded: query, {', '.join(self.views)}"
+            )
+        return self.views[name]
 
     @property
     def modalities(self) -> list[str]:
