@@ -25,6 +25,9 @@ STEMS = (
     "table6_prototypes",
     "table_ablations",
     "table_semi",
+    "table_aimclr",
+    "table_hiclr",
+    "table_hiclr_arrangement",
     "table_graphcl",
 )
 

@@ -60,16 +60,37 @@ def expected_counts(config: dict) -> dict[str, int]:
     runs |= {f"{grid['ablations']['benchmark']}_{v}" for v in grid["ablations"]["variants"]}
     datasets = {b.split("_")[0] for b in grid["benchmarks"]} | set(grid["transfer"]["sources"])
     datasets.add(grid["transfer"]["target"].split("_")[0])
+    # AimCLR, HiCLR and their ensembles: an ensemble is fused from its members' evaluations
+    ensembles = config.get("ensembles") or {}
+    extra_evals, fused, crossclr = set(), set(), set()
+    for framework in grid.get("frameworks", []):
+        for b in framework["benchmarks"]:
+            for v in framework["variants"]:
+                members = ensembles[v]["members"].values() if v in ensembles else [v]
+                if v in ensembles:
+                    fused.add(f"{b}_{v}")
+                for m in members:
+                    runs.add(f"{b}_{m}")
+                    extra_evals.add(f"{b}_{m}_linear")
+                    if config["variants"].get(m, {}).get("recipe") == "crossclr":
+                        crossclr.add(b.split("_")[0])
+                    else:
+                        datasets.add(b.split("_")[0])
+    main = {f"{b}_{m}_{p}" for b in grid["benchmarks"] for m in grid["methods"] for p in ["linear"]}
     counts = {
         "prepare": len(datasets),
         "pretrain": len(runs),
-        "evaluate": evaluations,
+        "evaluate": evaluations + len(extra_evals - main),
         "transfer": len(grid["transfer"]["sources"]) * methods,
         "overhead": int(grid["overhead"]),
         "tables": 1,
         "figures": 1,
         "all": 1,
     }
+    if fused:
+        counts["ensemble"] = len(fused)
+    if crossclr:
+        counts["prepare_crossclr"] = len(crossclr)
     if config["synthetic"]:
         counts.update(synth_ntu=1, synth_pku2=1)
     graphs = config["graphs"]
@@ -89,8 +110,12 @@ def test_full_grid_plans_every_job_of_the_paper() -> None:
     stats = job_stats(snakemake("-n", "--cores", "8").stdout)
     assert {k: v for k, v in stats.items() if k != "total"} == expected_counts(config)
     # the paper's grid: 5 benchmarks x 4 methods + 13 ablation variants; linear 20, kNN 16
-    # (NTU only), semi 2 x 4 x 4 = 32, ablations 13; transfer 2 sources x 4 methods
-    assert (stats["pretrain"], stats["evaluate"], stats["transfer"]) == (33, 81, 8)
+    # (NTU only), semi 2 x 4 x 4 = 32, ablations 13; transfer 2 sources x 4 methods. Then
+    # on the 4 NTU benchmarks: AimCLR 4 variants (16 runs); HiCLR 4 variants and the joint,
+    # motion and bone streams of 2 ensembles (+ 4 stream variants: 32 runs, 8 fusions); the
+    # slides' 6 arrangements on NTU-60 x-sub. Each run is evaluated once (linear).
+    assert (stats["pretrain"], stats["evaluate"], stats["transfer"]) == (87, 135, 8)
+    assert (stats["ensemble"], stats["prepare_crossclr"]) == (8, 2)
     # the poster's graph table: 4 datasets x 2 methods x 5 seeds
     assert (stats["graphcl_seed"], stats["graphcl_summary"]) == (40, 8)
 

@@ -1,8 +1,12 @@
 # Names, targets and command-line arguments shared by the rules.
 import os
+import re
 import shlex
 
 import yaml
+
+ENSEMBLES = config.get("ensembles") or {}
+_ENSEMBLE_NAMES = "|".join(re.escape(name) for name in ENSEMBLES) or "(?!)"
 
 
 wildcard_constraints:
@@ -10,11 +14,23 @@ wildcard_constraints:
     source="ntu60|ntu120|pku2",
     target="ntu60|ntu120|pku2",
     split="xsub|xview|xset",
-    variant="(baseline|halp|cmd|halp_cmd)(-[A-Za-z0-9.]+)?",
+    variant="(baseline|halp|cmd|halp_cmd|aimclr|aimclr_halp|hiclr|hiclr_halp)(-[A-Za-z0-9.]+)?",
+    ensemble=_ENSEMBLE_NAMES,
     protocol="linear|knn|finetune|semi[0-9]+",
 
 
-PRESETS = ("baseline", "halp", "cmd", "halp_cmd")
+PRESETS = (
+    "baseline",
+    "halp",
+    "cmd",
+    "halp_cmd",
+    "aimclr",
+    "aimclr_halp",
+    "hiclr",
+    "hiclr_halp",
+)
+# the variants that evaluation trains: never an ensemble's name (fused from its members)
+TRAINED_VARIANT = f"(?!(?:{_ENSEMBLE_NAMES})_)({'|'.join(PRESETS)})(-[A-Za-z0-9.]+)?"
 
 
 def split_benchmark(benchmark):
@@ -23,17 +39,53 @@ def split_benchmark(benchmark):
     return dataset, split
 
 
+def ensemble_members(name):
+    """An ensemble's stream -> variant mapping (config key 'ensembles')."""
+    if name not in ENSEMBLES:
+        raise ValueError(
+            f"config key 'ensembles': no ensemble named {name!r}; "
+            "define it as {members: {joint: ..., motion: ..., bone: ...}, weights: {...}}"
+        )
+    return ENSEMBLES[name]["members"]
+
+
+def ensemble_args(wildcards):
+    """--member and --weight arguments of `halp evaluate ensemble`."""
+    spec = ENSEMBLES[wildcards.ensemble]
+    members = " ".join(
+        f"--member {stream}=results/{wildcards.dataset}_{wildcards.split}_{variant}_linear.json"
+        for stream, variant in spec["members"].items()
+    )
+    weights = " ".join(
+        f"--weight {stream}={weight}"
+        for stream, weight in spec.get("weights", {}).items()
+    )
+    return f"{members} {weights}".strip()
+
+
 def variant_spec(variant):
-    """The method preset and extra pretraining keys of a variant name."""
+    """A variant name's method, extra keys, config files and data recipe, as a dict."""
     if variant in PRESETS:
-        return variant, {}
-    if variant not in config["variants"]:
+        spec = {"method": variant, "set": {}}
+    elif variant in config["variants"]:
+        spec = config["variants"][variant]
+    else:
         raise ValueError(
             f"config key 'variants': no variant named {variant!r}; "
             f"define it as {{method: ..., set: {{...}}}} under 'variants'"
         )
-    spec = config["variants"][variant]
-    return spec["method"], spec["set"]
+    return {"config": None, "recipe": "2s-agcn", "evaluate": None, **spec}
+
+
+def data_dir(dataset, variant):
+    """Where the variant's prepared dataset lives: crossclr data under data/crossclr/."""
+    if variant_spec(variant)["recipe"] == "crossclr":
+        return f"data/crossclr/{dataset}"
+    return f"data/{dataset}"
+
+
+def run_manifest(wildcards):
+    return f"{data_dir(wildcards.dataset, wildcards.variant)}/manifest.json"
 
 
 def set_args(*mappings):
@@ -71,14 +123,19 @@ def raw_args(wildcards):
 
 
 def pretrain_args(wildcards):
-    method, extra = variant_spec(wildcards.variant)
+    spec = variant_spec(wildcards.variant)
     cfg = config["pretrain"]
-    base = f"--config {shlex.quote(cfg['config'])} " if cfg.get("config") else ""
+    own = spec["config"]
+    base_config = own or cfg.get("config")
+    base = f"--config {shlex.quote(base_config)} " if base_config else ""
+    per_method = {} if own else cfg.get("per_method", {}).get(spec["method"], {})
+    root = f"{data_dir(wildcards.dataset, wildcards.variant)}/{wildcards.split}"
     return base + set_args(
         cfg["set"],
         cfg["per_dataset"].get(wildcards.dataset, {}),
-        extra,
-        {"method": method, "data.root": f"data/{wildcards.dataset}/{wildcards.split}"},
+        per_method,
+        spec["set"],
+        {"method": spec["method"], "data.root": root, "data.recipe": spec["recipe"]},
     )
 
 
@@ -90,10 +147,12 @@ def launcher():
     return "halp"
 
 
-def evaluate_args(protocol, extra=None):
-    """The `halp evaluate` verb and its --set arguments for a target's protocol."""
+def evaluate_args(protocol, extra=None, variant=None):
+    """The `halp evaluate` verb and its arguments for a target's protocol (and variant)."""
     cfg = config["evaluate"]
     verb, keys = protocol, {}
+    own = variant_spec(variant)["evaluate"] if variant else None
+    base = f"--config {shlex.quote(own)} " if own else ""
     if protocol.startswith("semi"):
         verb = "semi"
         keys = {
@@ -101,7 +160,7 @@ def evaluate_args(protocol, extra=None):
             "repeats": cfg["semi_repeats"],
         }
     per = cfg["per_protocol"].get(verb, {})
-    return verb, set_args(cfg["set"], per, keys, extra or {})
+    return verb, base + set_args(cfg["set"], per, keys, extra or {})
 
 
 def transfer_target():
@@ -129,6 +188,17 @@ def all_results():
             targets.append(
                 f"results/{source}_to_{target_dataset}_{method}_transfer.json"
             )
+    for framework in grid.get("frameworks", []):
+        for benchmark in framework["benchmarks"]:
+            for variant in framework["variants"]:
+                for member in (
+                    ensemble_members(variant).values()
+                    if variant in ENSEMBLES
+                    else [variant]
+                ):
+                    variant_spec(member)  # a clear error for an undefined variant
+                for protocol in framework["protocols"]:
+                    targets.append(f"results/{benchmark}_{variant}_{protocol}.json")
     ablation = grid["ablations"]
     for variant in ablation["variants"]:
         variant_spec(variant)  # a clear error for an undefined variant
@@ -154,7 +224,12 @@ def all_runs():
             runs.append(f"runs/{source}_xsub_{variant}/final.pt")
         else:
             head, _protocol = name.rsplit("_", 1)
-            runs.append(f"runs/{head}/final.pt")
+            dataset, split, variant = head.split("_", 2)
+            if variant in ENSEMBLES:  # fused from the runs of its members
+                for member in ensemble_members(variant).values():
+                    runs.append(f"runs/{dataset}_{split}_{member}/final.pt")
+            else:
+                runs.append(f"runs/{head}/final.pt")
     return sorted(set(runs))
 
 

@@ -65,3 +65,23 @@ rule prepare:
     shell:
         "halp prepare {wildcards.dataset} {params.raw} --out data/{wildcards.dataset}"
         " --workers {threads} > {log} 2>&1"
+
+
+rule prepare_crossclr:
+    input:
+        raw_inputs,
+    output:
+        "data/crossclr/{dataset}/manifest.json",
+    log:
+        "logs/prepare_crossclr_{dataset}.log",
+    wildcard_constraints:
+        dataset="ntu60|ntu120",  # the recipe is NTU's (README "AimCLR and HiCLR")
+    threads: config.get("prepare_workers", 8)
+    resources:
+        mem_mb=4000,
+        runtime=600,
+    params:
+        raw=raw_args,
+    shell:
+        "halp prepare {wildcards.dataset} --recipe crossclr {params.raw}"
+        " --out data/crossclr/{wildcards.dataset} --workers {threads} > {log} 2>&1"

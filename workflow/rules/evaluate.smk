@@ -5,22 +5,25 @@
 rule evaluate:
     input:
         checkpoint="runs/{dataset}_{split}_{variant}/final.pt",
-        data="data/{dataset}/manifest.json",
+        data=run_manifest,
     output:
         "results/{dataset}_{split}_{variant}_{protocol}.json",
     log:
         "logs/evaluate/{dataset}_{split}_{variant}_{protocol}.log",
+    wildcard_constraints:
+        variant=TRAINED_VARIANT,
     threads: config["evaluate"]["threads"]
     resources:
         mem_mb=config["evaluate"]["mem_mb"],
         runtime=config["evaluate"]["runtime"],
         gpu=min(config["pretrain"]["gpus"], 1),
     params:
-        verb=lambda w: evaluate_args(w.protocol)[0],
-        args=lambda w: evaluate_args(w.protocol)[1],
+        verb=lambda w: evaluate_args(w.protocol, variant=w.variant)[0],
+        args=lambda w: evaluate_args(w.protocol, variant=w.variant)[1],
+        data=lambda w: f"{data_dir(w.dataset, w.variant)}/{w.split}",
     shell:
         "halp evaluate {params.verb} --checkpoint {input.checkpoint}"
-        " --data data/{wildcards.dataset}/{wildcards.split} --out {output} {params.args}"
+        " --data {params.data} --out {output} {params.args}"
         " > {log} 2>&1"
 
 
@@ -62,3 +65,23 @@ rule overhead:
         args=config.get("overhead", {}).get("args", ""),
     shell:
         "python {input.script} {params.args} --json {output} > {log} 2>&1"
+
+
+rule ensemble:
+    input:
+        lambda w: [
+            f"results/{w.dataset}_{w.split}_{variant}_linear.json"
+            for variant in ensemble_members(w.ensemble).values()
+        ],
+    output:
+        "results/{dataset}_{split}_{ensemble}_linear.json",
+    log:
+        "logs/evaluate/{dataset}_{split}_{ensemble}_linear.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        args=ensemble_args,
+    shell:
+        "halp evaluate ensemble {params.args} --out {output} > {log} 2>&1"

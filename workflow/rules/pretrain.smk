@@ -5,7 +5,7 @@
 
 rule pretrain:
     input:
-        data="data/{dataset}/manifest.json",
+        data=run_manifest,
     output:
         "runs/{dataset}_{split}_{variant}/final.pt",
     log:
