@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.gpu_check import STGCN_METHODS
 from halp.methods import PRESETS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +34,9 @@ def test_gpu_check_tiny_on_cpu(tmp_path: Path) -> None:
     expected = {"environment", "methods", "precision", "reference_forward", "data", "loader"}
     assert expected | {"pretraining", "gpu_hours"} <= set(sections)
     methods = sections["methods"]
-    assert set(methods["step_s"]) == set(PRESETS) and methods["time_ratio"]["baseline"] == 1.0
+    timed = set(PRESETS) | {f"{m}-stgcn" for m in STGCN_METHODS}  # AimCLR/HiCLR's own encoder
+    assert set(methods["step_s"]) == timed and methods["time_ratio"]["baseline"] == 1.0
+    assert set(methods["halp_time_ratio"]) == {"aimclr", "aimclr-stgcn", "hiclr", "hiclr-stgcn"}
     precision = sections["precision"]
     assert precision["loss_diff_vs_fp32"]["fp32"] == 0.0
     assert precision["loss_diff_vs_fp32"]["bf16"] < 1.0  # bf16 autocast: close, not equal
@@ -41,7 +44,7 @@ def test_gpu_check_tiny_on_cpu(tmp_path: Path) -> None:
     assert 0.0 <= sections["pretraining"]["linear_top1"] <= 100.0
     assert sections["pretraining"]["last_epoch"]["epoch"] == 1  # 1 epoch, resumed for 1 more
     hours = sections["gpu_hours"]["ntu60_xsub"]
-    assert set(hours) == set(PRESETS) and all(h > 0 for h in hours.values())
+    assert set(hours) == timed and all(h > 0 for h in hours.values())
     markdown = (tmp_path / "gpu_check.md").read_text()
     assert "| halp_cmd |" in markdown and "| bf16 |" in markdown
     assert not [p for p in tmp_path.iterdir() if p.name not in ("gpu_check.json", "gpu_check.md")]
