@@ -29,6 +29,7 @@ from halp.objectives.moco import info_nce
 from halp.train import pretrain
 
 NEW = ("aimclr", "aimclr_halp", "hiclr", "hiclr_halp")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +86,7 @@ def test_multi_positive_nce_against_a_loop() -> None:
 
 
 def test_nnm_is_infonce_before_its_start_and_mines_after() -> None:
-    emb = _emb({"extreme": _unit(5, 8, seed=9)})
+    emb = _emb({"extreme": _unit(5, 8, seed=9).requires_grad_(True)})
     nnm = NearestNeighbourInfoNCE(0.07, start_epoch=3, topk=1)
     plain, _ = info_nce(emb.queries["joint"], emb.keys["joint"], emb.negatives["joint"], 0.07)
     assert torch.equal(nnm.loss(emb, StepContext(2, 0, 1.0)), plain)
@@ -101,8 +102,22 @@ def test_nnm_is_infonce_before_its_start_and_mines_after() -> None:
         expected += -sum(float(log_p[j]) for j in pos) / len(pos)
     assert float(mined) == pytest.approx(expected / 5, rel=1e-5)
     assert 1.0 <= float(ctx.terms["positives_joint"]) <= 3.0
-    mined.backward()  # the mined positives carry no gradient to the views that chose them
+    mined.backward()  # the views that chose positives get no gradient from the choice
     assert emb.queries["joint"].grad is not None
+    assert emb.views["extreme"]["joint"].grad is None
+
+
+def test_mining_starts_at_the_released_epoch() -> None:
+    """The released loop passes 1-based epochs to ``epoch <= 150``: the 151st is mined."""
+    for source in (None, "config/pretrain/aimclr_stgcn.yaml", "config/pretrain/hiclr_stgcn.yaml"):
+        path = None if source is None else ROOT / source
+        assert load_config(PretrainConfig, path).mining.start_epoch == 150, source
+    emb = _emb({"extreme": _unit(5, 8, seed=9)})
+    nnm = NearestNeighbourInfoNCE(0.07, start_epoch=150, topk=1)
+    for epoch, mined in ((149, False), (150, True)):  # 0-based: the 150th and the 151st
+        ctx = StepContext(epoch, 0, 1.0)
+        nnm.loss(emb, ctx)
+        assert ("positives_joint" in ctx.terms) == mined, epoch
 
 
 # ------------------------------------------------------------------------ distributions
@@ -208,13 +223,19 @@ def _rows(run: Path) -> list[dict[str, float]]:
 
 
 @pytest.mark.parametrize(
-    ("method", "arch"),
-    [("aimclr", "bigru"), ("aimclr_halp", "stgcn"), ("hiclr", "stgcn"), ("hiclr_halp", "bigru")],
+    ("method", "arch", "workers"),
+    [
+        ("aimclr", "bigru", 0),
+        ("aimclr_halp", "stgcn", 0),
+        ("hiclr", "stgcn", 0),
+        ("hiclr_halp", "bigru", 2),  # persistent loader workers, across the resume too
+    ],
 )
 def test_new_presets_train_and_resume_bit_identically(
-    ntu_data: Path, tmp_path: Path, method: str, arch: str
+    ntu_data: Path, tmp_path: Path, method: str, arch: str, workers: int
 ) -> None:
     keys = [f"method={method}", f"encoder.arch={arch}", "log.knn_every=0"]
+    keys += [f"data.workers={workers}"]
     if arch == "stgcn":
         keys += ["encoder.width=4", "encoder.feature_dim=16", "encoder.proj_hidden=16"]
     pretrain(smoke(ntu_data, *keys, "optim.epochs=2"), tmp_path / "straight")

@@ -349,6 +349,9 @@ def test_presets_compose_in_the_released_order() -> None:
     assert build_augmentation("aimclr_extreme_normblur") == Compose(
         (*normal, spatial_flip, rotate, gaussian_noise, gaussian_blur_normalised, axis_mask)
     )
+    assert build_augmentation("aimclr_extreme_timeflip") == Compose(
+        (*normal, spatial_flip, rotate, time_flip, gaussian_noise, gaussian_blur, axis_mask)
+    )
     assert build_augmentation("hiclr_basic") == build_augmentation("aimclr_normal")
     assert build_augmentation("hiclr_normal") == build_augmentation("aimclr_extreme")
     for seed in range(10):

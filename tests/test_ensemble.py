@@ -65,7 +65,7 @@ def write_member(
         "dataset": index.dataset,
         "benchmark": index.benchmark,
         "method": "hiclr",
-        "modality": stem,
+        "modality": fields.get("modality", stem),
         "pretrained_on": index.dataset,
         "encoder_init": "pretrained",
         "metrics": {"top1": top1, "runs": [{"seed": 42, "top1": top1}]},
@@ -132,9 +132,9 @@ def test_the_ensemble_equals_a_hand_computation(pair: dict[str, Path], tmp_path:
 def test_three_members_and_scores_files_are_not_results(tmp_path: Path) -> None:
     bone = np.array([[0, 0, 1], [0, 0, 1], [0, 0, 1], [0, 0, 1], [0, 0, 1]], np.float32)
     members = {
-        "joint": write_member(tmp_path, "j", JOINT),
-        "motion": write_member(tmp_path, "m", MOTION),
-        "bone": write_member(tmp_path, "b", bone),
+        "joint": write_member(tmp_path, "j", JOINT, modality="joint"),
+        "motion": write_member(tmp_path, "m", MOTION, modality="motion"),
+        "bone": write_member(tmp_path, "b", bone, modality="bone"),
     }
     # joint + motion + bone: argmax 1 1 2 1 2, so bone tips sample 4 over (60 % without it)
     out = tmp_path / "ntu60_xsub_hiclr-3s_linear.json"
@@ -421,3 +421,21 @@ def test_evaluate_writes_the_final_classifiers_scores(
     # the protocol of a member is checked on real files too
     assert main([*argv[:-1], f"b={semi}", "--out", str(out)]) == 2
     assert "differ in protocol: 'linear' vs 'semi'" in capsys.readouterr().err
+
+
+def test_members_must_be_the_streams_they_are_named_after(tmp_path: Path) -> None:
+    """A typo that fuses the joint model twice, or two settings, is refused."""
+    joint = write_member(tmp_path, "joint", JOINT)
+    twice = write_member(tmp_path, "again", MOTION, modality="joint")
+    with pytest.raises(EvaluationError, match="is a model of the 'joint' stream"):
+        ensemble({"joint": joint, "motion": twice}, None, tmp_path / "out.json")
+    # other names (e.g. two seeds of one stream) are free
+    ensemble({"joint": joint, "seed2": twice}, None, tmp_path / "out.json")
+    other = write_member(
+        tmp_path,
+        "motion",
+        MOTION,
+        pretrain_config={"encoder": {"arch": "stgcn"}, "data": {"recipe": "crossclr"}},
+    )
+    with pytest.raises(EvaluationError, match=r"pretraining encoder\.arch"):
+        ensemble({"joint": joint, "motion": other}, None, tmp_path / "out.json")

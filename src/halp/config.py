@@ -154,11 +154,12 @@ class MiningConfig:
 
     From ``start_epoch`` on, InfoNCE of the query becomes a multi-positive loss whose
     positives are the key and, for the query and every extra view of the method, the
-    ``topk`` queue entries most similar to it. Released: top-1 after epoch 150 of 300
-    (``epoch <= 150`` trains plain InfoNCE, so 0-based epoch 151 is the first).
+    ``topk`` queue entries most similar to it. Released: top-1 after epoch 150 of 300; its
+    loop passes 1-based epochs to ``epoch <= 150`` (plain InfoNCE), so the first mined
+    epoch is the 151st, 0-based 150, as here.
     """
 
-    start_epoch: int = 151
+    start_epoch: int = 150
     topk: int = 1
 
     def __post_init__(self) -> None:

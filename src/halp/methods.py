@@ -86,6 +86,8 @@ class Preset:
             authors evaluated (0.005 NTU / 0.001 PKU), ``cmd`` for CMD's own (0.1).
         views: Extra query views, or the config key holding a list of branches
             (:class:`halp.config.BranchConfig`, HiCLR's).
+        basic_augmentation: The query and key augmentation the method was published
+            with; training warns when ``data.augmentation`` differs.
     """
 
     modalities: tuple[str, ...]
@@ -93,6 +95,7 @@ class Preset:
     label: str = ""
     linear_lr: Literal["cmd", "halp"] = "halp"
     views: tuple[View, ...] | str = ()
+    basic_augmentation: str | None = None
 
     def uses(self, objective: str) -> bool:
         """Whether one of the terms is ``objective``."""
@@ -115,7 +118,9 @@ _HALP = Term("halp", weight="halp.mu", start_epoch="halp.mu_start_epoch", log_as
 _NNM = Term("nnm")  # InfoNCE, multi-positive from mining.start_epoch
 _D3M = Term("d3m", weight="aimclr.weight")
 _HIERARCHY = Term("hierarchy", weight="hiclr.hierarchy_weight")
-_EXTREME = View("extreme", "aimclr.extreme_augmentation", drop=True)
+_AIMCLR = (View("extreme", "aimclr.extreme_augmentation", drop=True),)
+_HICLR = "hiclr.branches"
+_NORMAL, _BASIC = "aimclr_normal", "hiclr_basic"  # the same set under AimCLR's/HiCLR's name
 _JOINT = ("joint",)
 
 PRESETS: dict[str, Preset] = {
@@ -123,10 +128,14 @@ PRESETS: dict[str, Preset] = {
     "halp": Preset(_JOINT, (_INFONCE, _HALP), "HaLP"),
     "cmd": Preset(MODALITIES, (_INFONCE, _CMD), "CMD", linear_lr="cmd"),
     "halp_cmd": Preset(MODALITIES, (_INFONCE, _CMD, _HALP), "HaLP+CMD"),
-    "aimclr": Preset(_JOINT, (_NNM, _D3M), "AimCLR", views=(_EXTREME,)),
-    "aimclr_halp": Preset(_JOINT, (_NNM, _D3M, _HALP), "AimCLR+HaLP", views=(_EXTREME,)),
-    "hiclr": Preset(_JOINT, (_NNM, _HIERARCHY), "HiCLR", views="hiclr.branches"),
-    "hiclr_halp": Preset(_JOINT, (_NNM, _HIERARCHY, _HALP), "HiCLR+HaLP", views="hiclr.branches"),
+    "aimclr": Preset(_JOINT, (_NNM, _D3M), "AimCLR", views=_AIMCLR, basic_augmentation=_NORMAL),
+    "aimclr_halp": Preset(
+        _JOINT, (_NNM, _D3M, _HALP), "AimCLR+HaLP", views=_AIMCLR, basic_augmentation=_NORMAL
+    ),
+    "hiclr": Preset(_JOINT, (_NNM, _HIERARCHY), "HiCLR", views=_HICLR, basic_augmentation=_BASIC),
+    "hiclr_halp": Preset(
+        _JOINT, (_NNM, _HIERARCHY, _HALP), "HiCLR+HaLP", views=_HICLR, basic_augmentation=_BASIC
+    ),
 }
 """Every method, by the name the ``method`` config key and the results files use."""
 

@@ -303,7 +303,10 @@ def _knn(
 ) -> float:
     modality = model.modalities[0]
     encoder = model.query_encoder(modality)
-    return knn_top1(encoder, train, test, modality, config.data.frames, config.seed, 1, device)
+    keep = 1.0 if config.data.recipe == "crossclr" else 0.95  # crossclr clips are whole
+    return knn_top1(
+        encoder, train, test, modality, config.data.frames, config.seed, 1, device, keep
+    )
 
 
 def _to(views: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -347,6 +350,22 @@ def pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False) -> dic
         raise ConfigError(
             f"config key 'optim.batch_size': {config.optim.batch_size} is more than "
             f"moco.queue_size ({config.moco.queue_size}); every step's keys enter the queue"
+        )
+    preset = model.preset
+    if preset.basic_augmentation and config.data.augmentation != preset.basic_augmentation:
+        log.warning(
+            "%s's query and key use data.augmentation %r; the released basic set is %r "
+            "(set data.augmentation to it unless this is meant)",
+            config.method,
+            config.data.augmentation,
+            preset.basic_augmentation,
+        )
+    if preset.uses("nnm") and config.mining.start_epoch >= config.optim.epochs:
+        log.warning(
+            "mining.start_epoch %d is not below optim.epochs %d: nearest-neighbour mining "
+            "never starts in this run",
+            config.mining.start_epoch,
+            config.optim.epochs,
         )
     for term, weight in model.weights.items():
         if weight.value != 0 and weight.start_epoch >= config.optim.epochs:

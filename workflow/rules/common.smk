@@ -151,7 +151,10 @@ def evaluate_args(protocol, extra=None, variant=None):
     """The `halp evaluate` verb and its arguments for a target's protocol (and variant)."""
     cfg = config["evaluate"]
     verb, keys = protocol, {}
-    own = variant_spec(variant)["evaluate"] if variant else None
+    # a variant's own evaluation config is its linear protocol (e.g. AimCLR's)
+    own = (
+        variant_spec(variant)["evaluate"] if variant and protocol == "linear" else None
+    )
     base = f"--config {shlex.quote(own)} " if own else ""
     if protocol.startswith("semi"):
         verb = "semi"

@@ -23,7 +23,8 @@ Registered names: ISC/CMD's ``shear`` (amplitude 1) and ``joint_corruption``; Ai
 parameters. ``PRESETS``: ``isc``; ``aimclr_normal`` (= HiCLR's ``hiclr_basic``:
 pad_crop, shear_half); ``aimclr_extreme`` (= ``hiclr_normal``: aimclr_normal, then
 spatial_flip, rotate, gaussian_noise, gaussian_blur, axis_mask) and
-``aimclr_extreme_normblur`` (the same with the normalised blur). HiCLR's strong set
+``aimclr_extreme_normblur`` (the same with the normalised blur), ``aimclr_extreme_timeflip``
+(AimCLR's first release: time_flip between rotate and noise). HiCLR's strong set
 (the learnable joint mask) acts on a batch inside the model step:
 :mod:`halp.data.batch_augment`.
 """
@@ -491,6 +492,11 @@ PRESETS: dict[str, Callable[[], Transform]] = {
     # AimCLR's extreme view = HiCLR's basic + normal sets (aug_method '12345')
     "aimclr_extreme": _aimclr_extreme,
     "aimclr_extreme_normblur": lambda: _aimclr_extreme(gaussian_blur_normalised),
+    # AimCLR's first release: a temporal flip (p = 0.5) between rotate and noise
+    "aimclr_extreme_timeflip": lambda: Compose(
+        (*_aimclr_normal().transforms, spatial_flip, rotate, time_flip)
+        + (gaussian_noise, gaussian_blur, axis_mask)
+    ),
     # HiCLR's names for the same sets
     "hiclr_basic": _aimclr_normal,
     "hiclr_normal": _aimclr_extreme,

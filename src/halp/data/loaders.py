@@ -237,7 +237,9 @@ def seed_worker(worker_id: int) -> None:
 
     Our datasets never use global state; this is for third-party code that does. Torch
     has already seeded the worker with ``base_seed + worker_id``, where ``base_seed``
-    comes from the loader's seeded generator, so this is reproducible too.
+    comes from the loader's seeded generator. With persistent workers
+    (:func:`make_epoch_loader`) this happens once per run, not per epoch: global draws
+    made in workers are reproducible for a run from its start, not across a resume.
     """
     worker_seed = torch.initial_seed() % 2**32
     np.random.seed(worker_seed)  # noqa: NPY002 -- seeding the legacy global state is the point

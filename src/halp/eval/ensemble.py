@@ -55,6 +55,16 @@ TOP1_TOLERANCE = 1e-6
 
 # What members must share: results JSON keys, and the test set read from the scores file.
 _SAME_KEYS = ("dataset", "benchmark", "protocol", "method", "pretrained_on", "encoder_init")
+STREAMS = ("joint", "motion", "bone")
+"""Member names that must equal the member's trained modality."""
+
+
+def _pretrain_key(member: Member, dotted: str) -> Any:
+    """A dotted key of the member's pretraining configuration (None when absent)."""
+    node: Any = member.result.get("pretrain_config") or {}
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 # ------------------------------------------------------------------------ scores files
@@ -256,6 +266,13 @@ def check_members(members: Sequence[Member]) -> None:
     """
     if len(members) < 2:
         raise EvaluationError(f"an ensemble needs 2 or more members, got {len(members)}")
+    for member in members:  # a stream's name must be what its model was trained on
+        modality = member.result.get("modality")
+        if member.name in STREAMS and modality != member.name:
+            raise EvaluationError(
+                f"member {member.name!r} ({member.path}) is a model of the {modality!r} "
+                f"stream; give it as --member {modality}=... or pick the {member.name} model"
+            )
     first = members[0]
     for other in members[1:]:
         pairs: list[tuple[str, Any, Any]] = [
@@ -266,6 +283,10 @@ def check_members(members: Sequence[Member]) -> None:
             ("number of classes", first.num_classes, other.num_classes),
             ("number of test samples", len(first.labels), len(other.labels)),
             ("test set (sha256 of its sample names)", first.names_sha256, other.names_sha256),
+        ]
+        pairs += [  # one setting: the same encoder on data of the same recipe
+            (f"pretraining {key}", _pretrain_key(first, key), _pretrain_key(other, key))
+            for key in ("encoder.arch", "data.recipe")
         ]
         for what, a, b in pairs:
             if a != b:
