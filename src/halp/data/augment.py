@@ -477,6 +477,9 @@ def _aimclr_normal() -> Compose:
     return Compose((pad_crop, shear_half))
 
 
+_EXTREME_TAIL = (gaussian_noise, gaussian_blur, axis_mask)  # after rotate in the extreme view
+
+
 def _aimclr_extreme(blur: Transform = gaussian_blur) -> Compose:
     return Compose(
         (*_aimclr_normal().transforms, spatial_flip, rotate, gaussian_noise, blur, axis_mask)
@@ -494,8 +497,7 @@ PRESETS: dict[str, Callable[[], Transform]] = {
     "aimclr_extreme_normblur": lambda: _aimclr_extreme(gaussian_blur_normalised),
     # AimCLR's first release: a temporal flip (p = 0.5) between rotate and noise
     "aimclr_extreme_timeflip": lambda: Compose(
-        (*_aimclr_normal().transforms, spatial_flip, rotate, time_flip)
-        + (gaussian_noise, gaussian_blur, axis_mask)
+        (*_aimclr_normal().transforms, spatial_flip, rotate, time_flip, *_EXTREME_TAIL)
     ),
     # HiCLR's names for the same sets
     "hiclr_basic": _aimclr_normal,
