@@ -40,16 +40,16 @@ constants (``FIXED_DELTA``, ``REFERENCE_NEAREST``). This runner is a small AST m
 * not mutated: docstrings, annotations, decorators, imports, ``raise`` and ``assert``
   statements (error messages), logging calls, f-strings and module-level statements
   other than numeric constants;
-* execution: one fork server. The parent copies ``src/halp`` to ``.mutation/snapshot``
-  (edits made to ``src/`` during the run do not leak in), sets the thread variables to
-  1, imports torch, pytest and halp (from the copy) once and never runs a tensor op;
-  each mutant is a forked child that drops every ``halp`` module, installs an import
-  hook serving the mutated module (compiled from the mutated AST, nothing is written
-  under ``src/``) and runs ``pytest -x -q`` on its module's tests (``TARGETS``, with
-  ``tests/test_mutants.py`` first). Sequential (one worker), each child in its own
-  process group, killed with its DataLoader workers on timeout. The unmutated module is
-  run first through the same hook as a baseline: it must pass, and its time sets the
-  timeout.
+* execution: one fork server. The parent copies ``src/halp``, ``tests/`` and ``config/``
+  to ``.mutation/snapshot-PID`` (edits made during the run do not leak in), sets the
+  thread variables to 1, imports torch, pytest and halp (from the copy) once and never
+  runs a tensor op; each mutant is a forked child that drops every ``halp`` module,
+  installs an import hook serving the mutated module (compiled from the mutated AST,
+  nothing is written under ``src/``) and runs ``pytest -x -q`` on its module's tests
+  (``TARGETS``, with ``tests/test_mutants.py`` first). Sequential (one worker), each
+  child in its own process group, killed with its DataLoader workers on timeout. The
+  unmutated module is run first through the same hook as a baseline: it must pass, and
+  its time sets the timeout.
 
 Statuses: ``killed`` (pytest failed or errored, or the child died from a signal),
 ``survived`` (all selected tests passed), ``timeout``, ``error`` (pytest could not run:
@@ -136,6 +136,21 @@ TARGETS: dict[str, Target] = {
         "src/halp/eval/knn.py",
         "halp.eval.knn",
         ("tests/test_knn.py", "tests/test_evaluate.py", "tests/test_health.py"),
+    ),
+    "mining": Target(
+        "src/halp/objectives/mining.py",
+        "halp.objectives.mining",
+        ("tests/test_aimclr_hiclr.py",),
+    ),
+    "distribution": Target(
+        "src/halp/objectives/distribution.py",
+        "halp.objectives.distribution",
+        ("tests/test_aimclr_hiclr.py",),
+    ),
+    "eadm": Target(
+        "src/halp/encoders/eadm.py",
+        "halp.encoders.eadm",
+        ("tests/test_stgcn.py",),
     ),
 }
 MUTANT_TESTS = "tests/test_mutants.py"
@@ -1164,7 +1179,7 @@ def tests_for(target: Target, root: Path, with_mutant_tests: bool = True) -> lis
 
 
 def snapshot_sources() -> Path:
-    """Copy ``src/halp``, ``tests/`` and ``pyproject.toml`` under the scratch folder.
+    """Copy ``src/halp``, ``tests/``, ``config/`` and ``pyproject.toml`` under the scratch folder.
 
     The whole run imports halp from this copy (its forks and their subprocesses too,
     through ``PYTHONPATH``) and runs the copied tests from the copy's root, so edits made
@@ -1174,6 +1189,8 @@ def snapshot_sources() -> Path:
     ignore = shutil.ignore_patterns("__pycache__", ".pytest_cache")
     shutil.copytree(ROOT / "src" / "halp", SNAPSHOT / "src" / "halp", ignore=ignore)
     shutil.copytree(ROOT / "tests", SNAPSHOT / "tests", ignore=ignore)
+    # the tests that read the shipped configs find them next to their folder
+    shutil.copytree(ROOT / "config", SNAPSHOT / "config", ignore=ignore)
     shutil.copy2(ROOT / "pyproject.toml", SNAPSHOT / "pyproject.toml")
     # the tests' default place for the optional real data is relative to their folder
     os.environ.setdefault("HALP_REALDATA", str(ROOT.parent / "shared" / "realdata"))

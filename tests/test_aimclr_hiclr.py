@@ -273,3 +273,35 @@ def test_a_method_without_its_views_is_refused() -> None:
     x = torch.randn(4, 3, 16, 25, 2)
     with pytest.raises(ValueError, match="needs the extra views"):
         model({"joint": x}, {"joint": x})
+
+
+def test_a_folder_of_the_other_recipe_is_refused(ntu_data: Path, tmp_path: Path) -> None:
+    """2s-AGCN data under a crossclr configuration: refused before training, naming the key."""
+    from halp.errors import ConfigError
+
+    config = smoke(ntu_data, "method=aimclr", "data.recipe=crossclr", "optim.epochs=1")
+    with pytest.raises(ConfigError, match=r"data\.recipe"):
+        pretrain(config, tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_evaluation_refuses_data_of_another_recipe_than_the_checkpoints(
+    ntu_data: Path, synth_ntu_raw: Path, tmp_path: Path
+) -> None:
+    from halp.config import EvalConfig
+    from halp.errors import ConfigError
+    from halp.evaluate import evaluate
+
+    pretrain(smoke(ntu_data, "method=aimclr", "optim.epochs=1", "log.knn_every=0"), tmp_path / "r")
+    prepare.prepare_ntu("ntu60", [synth_ntu_raw], tmp_path / "crossclr", recipe="crossclr")
+    config = load_config(
+        EvalConfig,
+        None,
+        [
+            f"checkpoint={tmp_path / 'r' / 'final.pt'}",
+            f"data_root={tmp_path / 'crossclr' / 'xsub'}",
+        ],
+    )
+    with pytest.raises(ConfigError, match="crossclr"):
+        evaluate(config, tmp_path / "out.json")
+    assert not (tmp_path / "out.json").exists()

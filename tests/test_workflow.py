@@ -111,11 +111,12 @@ def test_full_grid_plans_every_job_of_the_paper() -> None:
     assert {k: v for k, v in stats.items() if k != "total"} == expected_counts(config)
     # the paper's grid: 5 benchmarks x 4 methods + 13 ablation variants; linear 20, kNN 16
     # (NTU only), semi 2 x 4 x 4 = 32, ablations 13; transfer 2 sources x 4 methods. Then
-    # on the 4 NTU benchmarks: AimCLR 4 variants (16 runs); HiCLR 4 variants and the joint,
-    # motion and bone streams of 2 ensembles (+ 4 stream variants: 32 runs, 8 fusions); the
-    # slides' 6 arrangements on NTU-60 x-sub. Each run is evaluated once (linear).
-    assert (stats["pretrain"], stats["evaluate"], stats["transfer"]) == (87, 135, 8)
-    assert (stats["ensemble"], stats["prepare_crossclr"]) == (8, 2)
+    # on the 4 NTU benchmarks: AimCLR 4 variants and 3s-AimCLR (+ 2 stream variants: 24
+    # runs, 4 fusions); HiCLR 4 variants and the streams of 2 ensembles (+ 4 stream
+    # variants: 32 runs, 8 fusions); the slides' 6 arrangements on NTU-60 x-sub. Each run
+    # is evaluated once (linear).
+    assert (stats["pretrain"], stats["evaluate"], stats["transfer"]) == (95, 143, 8)
+    assert (stats["ensemble"], stats["prepare_crossclr"]) == (12, 2)
     # the poster's graph table: 4 datasets x 2 methods x 5 seeds
     assert (stats["graphcl_seed"], stats["graphcl_summary"]) == (40, 8)
 

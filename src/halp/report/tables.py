@@ -555,6 +555,7 @@ def table_aimclr(inputs: Inputs) -> Table:
     settings = {
         "aimclr-stgcn": "ST-GCN, crossclr",
         "aimclr_halp-stgcn": "ST-GCN, crossclr",
+        "aimclr-stgcn.3s": "ST-GCN, crossclr",
         "aimclr": "BiGRU, 2s-AGCN",
         "aimclr_halp": "BiGRU, 2s-AGCN",
         "cmd": "BiGRU, 2s-AGCN",
@@ -562,7 +563,7 @@ def table_aimclr(inputs: Inputs) -> Table:
     }
     rows = [
         Row(
-            f"{variant_label(v.split('-')[0])} ({setting})",
+            f"{'3s-' if v.endswith('.3s') else ''}{variant_label(v.split('-')[0])} ({setting})",
             tuple(
                 _result_cell(inputs, result_name(d, s, v, "linear"), pub.AIMCLR[v].get((d, s)))
                 for d, s in benchmarks
