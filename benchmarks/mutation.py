@@ -636,6 +636,24 @@ EQUIVALENT: list[tuple[str, str, str, str]] = [
         "drop dim=1",
         "topk's default dim=-1 is dim 1 of the 2-D similarities",
     ),
+    (
+        "mining",
+        "mask.scatter_(1, 1 + sim.topk(k, dim=1).indices, 1.0)",
+        "drop dim=1",
+        "topk's default dim=-1 is dim 1 of the 2-D (B, L) similarities",
+    ),
+    (
+        "distribution",
+        "for (_, student), part in zip(self.pairs, parts, strict=True",
+        "drop strict=True",
+        "parts is built from self.pairs, one per pair: the same length by construction",
+    ),
+    (
+        "distribution",
+        "for (_, student), part in zip(self.pairs, parts, strict=True",
+        "True -> False",
+        "parts is built from self.pairs, one per pair: the same length by construction",
+    ),
 ]
 
 

@@ -23,12 +23,15 @@ from torch.utils.data import TensorDataset
 from halp.config import HalpConfig, PretrainConfig, load_config
 from halp.data.loaders import make_loader
 from halp.encoders.base import Encoder
+from halp.encoders.eadm import eadm, eadm_channels, energy_attention, keep_and_rescale
 from halp.errors import ConfigError, EvaluationError
 from halp.eval.classifier import Classifier, accuracy, fit_classifier, label_subset
 from halp.eval.knn import extract_features, knn_predict
 from halp.objectives import Embeddings, StepContext, build_objective
 from halp.objectives.cmd import CrossModalDistillation, cmd_loss
+from halp.objectives.distribution import DistributionDistillation, soft_target_ce
 from halp.objectives.halp import HaLP, Prototypes, halp_term, refresh_prototypes
+from halp.objectives.mining import NearestNeighbourInfoNCE, multi_positive_nce, positive_mask
 from halp.objectives.moco import InfoNCE, KeyQueue, info_nce, momentum_update
 from halp.objectives.poshal import (
     angle,
@@ -1321,3 +1324,146 @@ def test_knn_top1_uses_centre_crops_and_passes_its_arguments(
     knn.knn_top1(object(), "tr", "te", "bone", frames=16, seed=7, k=5, device="meta", keep=1.0)  # type: ignore[arg-type]
     assert extracted[-1] == ("te-set", {"device": "meta"}) and scored[-1][-1] == 5
     assert made[-1][2]["keep"] == 1.0  # the whole clip (AimCLR's protocol)
+
+
+# ---------------------------------------------------------------- AimCLR mining (mining.py)
+
+
+def test_positive_mask_of_one_view_in_its_dtype_and_clipped_to_the_queue() -> None:
+    """positive_mask marks P with exactly 1 (the key in column 0, then each view's top-k
+    shifted by one), in the similarities' dtype and on their device (meta stands in for
+    an accelerator); a single view is enough, and a top-k larger than the queue takes
+    the whole queue."""
+    sim = torch.tensor([[0.1, 0.9, -0.3, 0.5], [0.7, -0.2, 0.0, 0.6]], dtype=torch.float64)
+    expected = torch.tensor(
+        [[1.0, 0.0, 1.0, 0.0, 1.0], [1.0, 1.0, 0.0, 0.0, 1.0]], dtype=torch.float64
+    )
+    mask = positive_mask([sim], topk=2)
+    assert mask.dtype == torch.float64 and torch.equal(mask, expected)
+    assert torch.equal(positive_mask([sim], topk=9), torch.ones(2, 5, dtype=torch.float64))
+    assert positive_mask([sim.to("meta")], topk=2).device.type == "meta"
+
+
+def test_multi_positive_nce_emits_no_warning() -> None:
+    """log_softmax names its dimension (no implicit-dim deprecation warning)."""
+    logits = torch.randn(3, 5, generator=gen(50))
+    mask = positive_mask([torch.randn(3, 4, generator=gen(51))], topk=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.isfinite(multi_positive_nce(logits, mask))
+
+
+def test_nnm_logs_the_fraction_of_queries_whose_key_wins() -> None:
+    """acc_<modality> is the share of queries whose largest logit is the key's (column 0),
+    before and while mining; loss_cl_<modality> is the returned term. Three queries equal
+    their key (the largest possible logit), the fourth equals queue entry 0 (logit 1):
+    3 / 4, where a logit-1 count gives 1 / 4 and a batch-wide argmax gives 1."""
+    g = gen(52)
+    k, queue = unit(g, 4, 8), unit(g, 6, 8)
+    q = torch.cat([k[:3], queue[:1]])
+    emb = Embeddings({"joint": q}, {"joint": k}, {"joint": queue}, {}, {"x": {"joint": k}})
+    nnm = NearestNeighbourInfoNCE(0.1, start_epoch=1, topk=1)
+    for epoch in (0, 1):
+        ctx = StepContext(epoch, 0, 1.0)
+        value = nnm.loss(emb, ctx)
+        assert float(ctx.terms["acc_joint"]) == 0.75, epoch
+        assert float(ctx.terms["loss_cl_joint"]) == float(value), epoch
+
+
+# ---------------------------------------------------------------- D3M and L_h (distribution.py)
+
+
+def test_soft_target_ce_emits_no_warning() -> None:
+    """softmax and log_softmax name their dimension (no implicit-dim deprecation)."""
+    s, t = torch.randn(3, 5, generator=gen(60)), torch.randn(3, 5, generator=gen(61))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.isfinite(soft_target_ce(s, t))
+
+
+def test_distribution_distillation_checks_reduce_and_is_off_without_pairs() -> None:
+    """An unknown reduction is refused; without pairs (HiCLR with k = 1) the term is None
+    and logs nothing."""
+    with pytest.raises(ValueError, match="reduce must be 'mean' or 'sum'"):
+        DistributionDistillation([("query", "x")], 0.07, "max", "d")
+    g = gen(62)
+    emb = Embeddings(
+        {"joint": unit(g, 3, 8)}, {"joint": unit(g, 3, 8)}, {"joint": unit(g, 5, 8)}, {}
+    )
+    ctx = StepContext(0, 0, 1.0)
+    assert DistributionDistillation([], 0.07, "sum", "hier").loss(emb, ctx) is None
+    assert ctx.terms == {}
+
+
+# ---------------------------------------------------------------- EADM (eadm.py)
+
+
+def test_energy_attention_of_two_positions_and_refusal_of_one() -> None:
+    """Two positions are enough (d = 1 each, variance 2 / (2 - 1)); one is refused."""
+    x = torch.tensor([[1.0, 3.0]], dtype=torch.float64)
+    e = 1 / (4 * (2.0 + 1e-4)) + 0.5
+    expected = torch.full_like(x, 1 / (1 + math.exp(-e)))
+    torch.testing.assert_close(energy_attention(x, dims=(1,)), expected)
+    with pytest.raises(ValueError, match="at least 2 positions"):
+        energy_attention(x[:, :1], dims=(1,))
+
+
+def test_energy_attention_computes_half_precision_in_float32() -> None:
+    """float16 and bfloat16 maps are upcast first: A is float32, as from the upcast map."""
+    x = torch.randn(2, 3, 4, 5, generator=gen(63))
+    for dtype in (torch.float16, torch.bfloat16):
+        low = x.to(dtype)
+        a = energy_attention(low, dims=(2, 3))
+        assert a.dtype == torch.float32 and torch.equal(a, energy_attention(low.float(), (2, 3)))
+
+
+def test_eadm_rejects_the_wrong_rank() -> None:
+    """eadm takes (N*M, C, T, V) maps only, eadm_channels (N, D) features only."""
+    with pytest.raises(ValueError, match=r"expected an \(N\*M, C, T, V\) map"):
+        eadm(torch.randn(2, 3, 4), 0.7)
+    with pytest.raises(ValueError, match=r"expected \(N, D\) features"):
+        eadm_channels(torch.randn(2, 3, 4), 0.7)
+
+
+def test_eadm_passes_its_energy_lambda_on() -> None:
+    """e_lambda reaches the energy: a huge lambda flattens every e to ~0.5, so
+    A ~ sigmoid(0.5) < 0.7 everywhere and nothing drops, where the default drops."""
+    x = torch.randn(2, 3, 4, 5, generator=gen(64), dtype=torch.float64)
+    x[0, :, :, 1] += 5.0
+    assert not torch.equal(eadm(x, 0.7), x)
+    assert torch.equal(eadm(x, 0.7, e_lambda=1e6), x)
+    f = torch.randn(2, 10, generator=gen(66), dtype=torch.float64)
+    f[1, 2] += 6.0
+    assert not torch.equal(eadm_channels(f, 0.7), f)
+    assert torch.equal(eadm_channels(f, 0.7, e_lambda=1e6), f)
+
+
+def test_eadm_drops_a_score_equal_to_the_threshold() -> None:
+    """Positions drop when their attention is >= threshold: a joint whose score equals
+    the threshold exactly, an element (and a BiGRU channel) whose A equals it."""
+    x = torch.randn(2, 3, 4, 5, generator=gen(65), dtype=torch.float64)
+    x[0, :, :, 2] += 4.0
+    a = energy_attention(x, dims=(2, 3))
+    score = a.mean(dim=(1, 2))  # (B, V), as eadm computes it
+    thr = float(score[0, 2])
+    assert ((a[0, :, :, 2] < thr) & (x[0, :, :, 2] != 0)).any()  # not dropped element-wise
+    assert (eadm(x, thr)[0, :, :, 2] == 0).all()
+    # the largest A of a joint: at that threshold the joint (its mean) stays, the element not
+    c, t = divmod(int(a[1, :, :, 0].argmax()), a.shape[2])
+    thr = float(a[1, c, t, 0])
+    assert score[1, 0] < thr and x[1, c, t, 0] != 0
+    assert eadm(x, thr)[1, c, t, 0] == 0
+    f = torch.randn(2, 10, generator=gen(66), dtype=torch.float64)
+    f[1, 2] += 6.0
+    thr = float(energy_attention(f, dims=(1,))[1, 2])
+    assert eadm_channels(f, thr)[1, 2] == 0
+
+
+def test_keep_and_rescale_of_a_single_kept_position() -> None:
+    """One kept position in the batch: it is scaled by numel(keep) / 1, the rest zeroed."""
+    x = torch.full((2, 3), 2.0)
+    keep = torch.zeros(2, 3, dtype=torch.bool)
+    keep[1, 0] = True
+    expected = torch.zeros(2, 3)
+    expected[1, 0] = 12.0
+    assert torch.equal(keep_and_rescale(x, keep), expected)
