@@ -23,19 +23,13 @@ from __future__ import annotations
 
 import itertools
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from halp.config import PretrainConfig
 from halp.objectives import register_objective
 from halp.objectives.base import Embeddings, Objective, StepContext
-
-
-def view_logits(z: Tensor, k: Tensor, queue: Tensor, temperature: float) -> Tensor:
-    """(B, 1 + L) logits [z.k, z.Q] / tau of view embeddings ``z``."""
-    positive = (z * k).sum(dim=1, keepdim=True)
-    return torch.cat([positive, z @ queue.T], dim=1) / temperature
+from halp.objectives.moco import contrastive_logits
 
 
 def soft_target_ce(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
@@ -75,7 +69,7 @@ class DistributionDistillation(Objective):
             k, queue = emb.keys[m], emb.negatives[m]
             logits: dict[str, Tensor] = {}
             for view in {v for pair in self.pairs for v in pair}:
-                logits[view] = view_logits(emb.view(view)[m], k, queue, self.temperature)
+                logits[view] = contrastive_logits(emb.view(view)[m], k, queue, self.temperature)
             parts = [soft_target_ce(logits[s], logits[t]) for t, s in self.pairs]
             for (_, student), part in zip(self.pairs, parts, strict=True):
                 ctx.terms[f"{self.name}_{student}_{m}"] = part.detach()

@@ -21,7 +21,7 @@ from torch import Tensor
 from halp.config import PretrainConfig
 from halp.objectives import register_objective
 from halp.objectives.base import Embeddings, Objective, StepContext
-from halp.objectives.moco import info_nce
+from halp.objectives.moco import contrastive_logits, info_nce
 
 
 @torch.no_grad()
@@ -65,8 +65,10 @@ class NearestNeighbourInfoNCE(Objective):
         total = next(iter(emb.queries.values())).new_zeros(())
         for m in emb.modalities:
             queue = emb.negatives[m]
-            loss_cl, logits = info_nce(emb.queries[m], emb.keys[m], queue, self.temperature)
-            if ctx.epoch >= self.start_epoch:
+            if ctx.epoch < self.start_epoch:
+                loss_cl, logits = info_nce(emb.queries[m], emb.keys[m], queue, self.temperature)
+            else:  # the same logits; the loss over the mined positive set instead
+                logits = contrastive_logits(emb.queries[m], emb.keys[m], queue, self.temperature)
                 views = [emb.queries[m]] + [v[m] for v in emb.views.values()]
                 mask = positive_mask([z.detach() @ queue.T for z in views], self.topk)
                 loss_cl = multi_positive_nce(logits, mask)

@@ -18,6 +18,16 @@ from halp.objectives import register_objective
 from halp.objectives.base import Embeddings, Objective, StepContext
 
 
+def contrastive_logits(z: Tensor, k: Tensor, queue: Tensor, temperature: float) -> Tensor:
+    """(B, 1 + L) logits [z.k, z.Q] / tau: column 0 the positive key, then the queue.
+
+    MoCo's logits of Eq. 1, and the distributions over [key; queue] that AimCLR's D3M and
+    HiCLR's hierarchical loss compare for other views ``z`` of the same samples.
+    """
+    positive = (z * k).sum(dim=1, keepdim=True)  # (B, 1)
+    return torch.cat([positive, z @ queue.T], dim=1) / temperature
+
+
 def info_nce(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
     """L_CL = -log( e^{q.k/tau} / (e^{q.k/tau} + sum_i e^{q.Q_i/tau}) ), batch mean.
 
@@ -30,9 +40,7 @@ def info_nce(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> tuple[T
     Returns:
         The loss and the (B, 1 + L) logits whose column 0 is the positive.
     """
-    positive = (q * k).sum(dim=1, keepdim=True)  # (B, 1)
-    negative = q @ queue.T  # (B, L)
-    logits = torch.cat([positive, negative], dim=1) / temperature
+    logits = contrastive_logits(q, k, queue, temperature)
     target = torch.zeros(len(q), dtype=torch.long, device=q.device)
     return F.cross_entropy(logits, target), logits
 
