@@ -6,13 +6,18 @@ training part, ``GridSearchCV(SVC(), {"C": grid}, cv=5, scoring="accuracy")`` pi
 an SVC with that C refitted on the whole outer training part is scored on the held-out
 fold; the result is the mean of the 10 fold accuracies.
 
-:func:`svm_protocol` computes exactly that, faster: the pairwise squared distances are
-each inner split's RBF kernel ``exp(-gamma d^2)`` is computed once (with BLAS, and
-scikit-learn's ``gamma="scale"`` of its own training rows, ``1 / (D var(X_train))``) and
-reused for every C of the grid as a precomputed kernel, and the outer folds run in
-parallel processes. :func:`plain_protocol` is
-the straightforward scikit-learn version, kept as the reference it is tested and
-benchmarked against (same chosen C values and fold accuracies).
+:func:`svm_protocol` computes exactly that, bit for bit, faster:
+
+- the gamma-free part of libsvm's RBF kernel is computed once for every pair of graphs
+  (:class:`halp.eval.smo.PairTerms`); each split's kernel is then one ``exp`` per entry,
+  with scikit-learn's ``gamma="scale"`` of that split's training rows;
+- two-class problems are solved by :mod:`halp.eval.smo`, libsvm's solver recomputed with
+  the same floating-point operations, one kernel and one ``Q`` shared by the whole C grid
+  (others by scikit-learn's ``SVC(kernel="precomputed")`` on the same exact kernels);
+- the outer folds run in parallel processes.
+
+:func:`plain_protocol` is the straightforward scikit-learn version, kept as the
+reference it is tested and benchmarked against.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.svm import SVC
+
+from halp.eval import smo
 
 C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3)
 """The released protocol's C values."""
@@ -53,44 +60,51 @@ def outer_folds(y: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, 
     return [(tr, te) for tr, te in splitter.split(np.zeros(len(y)), y)]
 
 
-def _scale_gamma(x: np.ndarray) -> float:
-    """scikit-learn's ``gamma="scale"``: 1 / (n_features * X.var()), 1 where X.var() is 0."""
-    var = float(x.var())
-    return 1.0 / (x.shape[1] * var) if var != 0 else 1.0
+_WORKER: dict[str, object] = {}
+"""Per-process state of :func:`svm_protocol`: the embeddings, labels and pair terms."""
 
 
-def _rbf(x: np.ndarray, rows: np.ndarray, cols: np.ndarray, gamma: float) -> np.ndarray:
-    """exp(-gamma ||x_r - x_c||^2) for every (r, c) of ``rows`` x ``cols`` (float64, BLAS)."""
-    a, b = x[rows], x[cols]
-    d2 = np.einsum("ij,ij->i", a, a)[:, None] + np.einsum("ij,ij->i", b, b)[None, :]
-    d2 -= 2.0 * (a @ b.T)
-    np.maximum(d2, 0.0, out=d2)
-    return np.exp(-gamma * d2)
+def _setup(x: np.ndarray, y: np.ndarray) -> None:
+    _WORKER.update(x=x, y=y, terms=smo.PairTerms.of(x))
+
+
+def _predictor(
+    terms: smo.PairTerms, x: np.ndarray, y: np.ndarray, rows: np.ndarray, c_grid: Sequence[float]
+) -> list[object]:
+    """One fitted model per C on training rows ``rows`` (shared kernel, libsvm's results)."""
+    gamma = smo.scale_gamma(x[rows])
+    if len(np.unique(y[rows])) == 2:
+        problem = terms.binary_problem(rows, y[rows], gamma)
+        return [smo.fit(problem, c) for c in c_grid]
+    kernel = terms.train_kernel(rows, gamma)
+    return [SVC(C=c, kernel="precomputed").fit(kernel, y[rows]) for c in c_grid]
+
+
+def _accuracy(model: object, kernel: np.ndarray, y: np.ndarray) -> float:
+    predict = model.predict  # type: ignore[attr-defined]  # BinaryModel or SVC
+    return float(np.mean(predict(kernel) == y))
 
 
 def _one_fold(
-    x: np.ndarray,
-    y: np.ndarray,
-    train: np.ndarray,
-    test: np.ndarray,
-    c_grid: Sequence[float],
-    inner_folds: int,
+    train: np.ndarray, test: np.ndarray, c_grid: Sequence[float], inner_folds: int
 ) -> tuple[float, float]:
     """(accuracy %, chosen C) of one outer fold, as GridSearchCV + refit would give."""
+    x, y = _WORKER["x"], _WORKER["y"]
+    terms = _WORKER["terms"]
+    assert isinstance(x, np.ndarray) and isinstance(y, np.ndarray)
+    assert isinstance(terms, smo.PairTerms)
     inner = StratifiedKFold(n_splits=inner_folds)  # GridSearchCV's cv=int for a classifier
     scores = np.zeros((inner_folds, len(c_grid)))
     for f, (a, b) in enumerate(inner.split(np.zeros(len(train)), y[train])):
         rows, held = train[a], train[b]
-        gamma = _scale_gamma(x[rows])
-        k_fit, k_held = _rbf(x, rows, rows, gamma), _rbf(x, held, rows, gamma)
-        for j, c in enumerate(c_grid):
-            svc = SVC(C=c, kernel="precomputed").fit(k_fit, y[rows])
-            scores[f, j] = np.mean(svc.predict(k_held) == y[held])
+        models = _predictor(terms, x, y, rows, c_grid)
+        kernel = terms.predict_kernel(held, rows, smo.scale_gamma(x[rows]))
+        for j, model in enumerate(models):
+            scores[f, j] = _accuracy(model, kernel, y[held])
     best = int(np.argmax(scores.mean(axis=0)))  # first of the ties, as GridSearchCV's rank
-    gamma = _scale_gamma(x[train])
-    svc = SVC(C=c_grid[best], kernel="precomputed").fit(_rbf(x, train, train, gamma), y[train])
-    accuracy = float(np.mean(svc.predict(_rbf(x, test, train, gamma)) == y[test]))
-    return 100.0 * accuracy, float(c_grid[best])
+    (model,) = _predictor(terms, x, y, train, [c_grid[best]])
+    kernel = terms.predict_kernel(test, train, smo.scale_gamma(x[train]))
+    return 100.0 * _accuracy(model, kernel, y[test]), float(c_grid[best])
 
 
 def svm_protocol(
@@ -106,12 +120,19 @@ def svm_protocol(
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y)
     splits = outer_folds(y, folds, seed)
-    args = [(x, y, tr, te, tuple(c_grid), inner_folds) for tr, te in splits]
+    trains, tests = [tr for tr, _ in splits], [te for _, te in splits]
+    grids, inners = [tuple(c_grid)] * len(splits), [inner_folds] * len(splits)
     if workers > 1:
-        with ProcessPoolExecutor(max_workers=min(workers, folds)) as pool:
-            results = list(pool.map(_one_fold, *zip(*args, strict=True)))
+        with ProcessPoolExecutor(
+            max_workers=min(workers, folds), initializer=_setup, initargs=(x, y)
+        ) as pool:
+            results = list(pool.map(_one_fold, trains, tests, grids, inners))
     else:
-        results = [_one_fold(*a) for a in args]
+        _setup(x, y)
+        try:
+            results = [_one_fold(*a) for a in zip(trains, tests, grids, inners, strict=True)]
+        finally:
+            _WORKER.clear()
     return SvmResult([r[0] for r in results], [r[1] for r in results])
 
 
