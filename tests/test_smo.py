@@ -13,6 +13,7 @@ import pytest
 from sklearn.svm import SVC
 
 from halp.eval import smo
+from halp.eval.svm import svm_protocol
 
 
 def _blobs(seed: int, n: int, overlap: float, duplicates: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -116,3 +117,10 @@ def test_kernels_are_symmetric_and_refuse_a_third_class() -> None:
     assert np.all(np.diag(k) > 0.999)
     with pytest.raises(ValueError, match="exactly two classes"):
         smo.binary_problem(k, np.arange(120) % 3)
+
+
+def test_the_protocol_refuses_embeddings_with_nan() -> None:
+    x, y = _blobs(10, 60, 1.0)
+    x[17, 3] = np.nan
+    with pytest.raises(ValueError, match=r"1 of 60 embeddings hold NaN or inf \(first: row 17\)"):
+        svm_protocol(x, y, 0, folds=3, inner_folds=2)

@@ -117,8 +117,14 @@ def svm_protocol(
     workers: int = 1,
 ) -> SvmResult:
     """The protocol on embeddings ``x`` (G, D) and labels ``y`` (G,), folds seeded by ``seed``."""
-    x = np.asarray(x, dtype=np.float64)
+    x = np.ascontiguousarray(x, dtype=np.float64)
     y = np.asarray(y)
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():  # scikit-learn refuses these too; the kernels would carry NaN silently
+        raise ValueError(
+            f"{int(bad.sum())} of {len(x)} embeddings hold NaN or inf (first: row "
+            f"{int(np.flatnonzero(bad)[0])}); the encoder diverged: check its training log"
+        )
     splits = outer_folds(y, folds, seed)
     trains, tests = [tr for tr, _ in splits], [te for _, te in splits]
     grids, inners = [tuple(c_grid)] * len(splits), [inner_folds] * len(splits)
