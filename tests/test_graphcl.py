@@ -162,12 +162,13 @@ def test_training_lowers_the_loss_and_the_synthetic_classes_are_separable(
 # ------------------------------------------------------------------ SVM protocol
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_fast_svm_protocol_equals_plain_grid_search(seed: int) -> None:
+@pytest.mark.parametrize(("seed", "classes"), [(0, 3), (1, 3), (2, 2), (3, 2)])
+def test_fast_svm_protocol_equals_plain_grid_search(seed: int, classes: int) -> None:
+    """Two classes: halp.eval.smo; three: SVC(kernel="precomputed") on the exact kernels."""
     rng = np.random.default_rng(seed)
-    y = np.repeat([0, 1, 2], 40)
-    x = rng.normal(size=(120, 6)) + y[:, None] * 0.6 * rng.normal(size=6)
-    fast = svm_protocol(x, y, seed, folds=5, inner_folds=3, workers=2 if seed else 1)
+    y = np.repeat(np.arange(classes), 40)
+    x = rng.normal(size=(len(y), 6)) + y[:, None] * 0.6 * rng.normal(size=6)
+    fast = svm_protocol(x, y, seed, folds=5, inner_folds=3, workers=2 if seed % 2 else 1)
     plain = plain_protocol(x, y, seed, folds=5, inner_folds=3)
     assert fast.fold_accuracies == plain.fold_accuracies
     assert fast.chosen_c == plain.chosen_c

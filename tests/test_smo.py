@@ -124,3 +124,11 @@ def test_the_protocol_refuses_embeddings_with_nan() -> None:
     x[17, 3] = np.nan
     with pytest.raises(ValueError, match=r"1 of 60 embeddings hold NaN or inf \(first: row 17\)"):
         svm_protocol(x, y, 0, folds=3, inner_folds=2)
+
+
+def test_scale_gamma_is_scikit_learns() -> None:
+    x, y = _blobs(11, 90, 0.9)
+    assert smo.scale_gamma(x) == SVC(gamma="scale").fit(x, y)._gamma
+    assert smo.scale_gamma(x * 3.0) == SVC(gamma="scale").fit(x * 3.0, y)._gamma
+    flat = np.full((6, 4), 2.5)  # var 0: scikit-learn falls back to 1
+    assert smo.scale_gamma(flat) == SVC(gamma="scale").fit(flat, [0, 1] * 3)._gamma == 1.0
