@@ -159,7 +159,6 @@ TARGETS: dict[str, Target] = {
     ),
 }
 MUTANT_TESTS = "tests/test_mutants.py"
-NUMBA_CACHE = ROOT / ".mutation" / "numba-cache"
 PRELOAD = ("torch", "numpy", "pytest", "sklearn.neighbors", "halp.train", "halp.evaluate")
 # imported once in the parent when installed (geomstats alone takes ~2 s to import)
 OPTIONAL_PRELOAD = ("geomstats.geometry.hypersphere", "geomstats.learning.kmeans")
@@ -1119,10 +1118,6 @@ def _child(target: Target, code: CodeType, tests: Sequence[str], log: Path) -> i
     os.dup2(fd, 2)
     for name in [m for m in sys.modules if m == "halp" or m.startswith("halp.")]:
         del sys.modules[name]
-    # numba's on-disk cache is keyed by the source file's time stamp, which a mutant
-    # shares with the original: start every child with an empty cache so that the
-    # mutated functions are compiled, never loaded
-    shutil.rmtree(NUMBA_CACHE, ignore_errors=True)
     sys.meta_path.insert(0, _MutantFinder(target.module, code, Path(code.co_filename)))
     import pytest
 
@@ -1228,11 +1223,12 @@ def snapshot_sources() -> Path:
 def _preload(root: Path) -> None:
     for name in THREAD_VARS:
         os.environ[name] = "1"
-    # before numba is imported (below): a cache the children can empty, and no LLVM
-    # optimisation passes (they change no floating-point result, only the compile time,
-    # which every smo mutant pays once)
-    os.environ["NUMBA_CACHE_DIR"] = str(NUMBA_CACHE)
-    os.environ["NUMBA_OPT"] = "0"
+    # before numba is imported (below): halp.eval.smo's compiled functions run as plain
+    # Python, the same operations in the same order (tests/test_smo.py passes that way
+    # too). A mutant then costs no compile (several seconds), and numba's on-disk cache,
+    # keyed by the source file's time stamp that a mutant shares with the original,
+    # cannot serve the unmutated code
+    os.environ["NUMBA_DISABLE_JIT"] = "1"
     os.environ.setdefault("WANDB_MODE", "disabled")
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [str(root / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]

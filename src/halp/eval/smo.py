@@ -394,6 +394,58 @@ def _permute_q(  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
+def _do_shrinking(  # pragma: no cover - compiled
+    q, ids, y, yf, status, up, low, alpha, grad, grad_bar, qd, swaps, active, unshrink, eps
+):
+    """Shrink the active set as libsvm's do_shrinking: (active, unshrink, swaps recorded).
+
+    The maximal violations m(alpha) and M(alpha) first; once, when they are within
+    10 eps, the whole gradient is rebuilt and every variable made active again; then each
+    variable that cannot move at the bound it sits on leaves the active set, swapped with
+    the last active one that stays. The swaps are recorded in ``swaps`` for Q.
+    """
+    gmax1 = -np.inf
+    gmax2 = -np.inf
+    for t in range(active):
+        if y[t] == 1:
+            if status[t] != _UPPER and -grad[t] >= gmax1:
+                gmax1 = -grad[t]
+            if status[t] != _LOWER and grad[t] >= gmax2:
+                gmax2 = grad[t]
+        else:
+            if status[t] != _UPPER and -grad[t] >= gmax2:
+                gmax2 = -grad[t]
+            if status[t] != _LOWER and grad[t] >= gmax1:
+                gmax1 = grad[t]
+    if not unshrink and gmax1 + gmax2 <= eps * 10:
+        unshrink = True
+        _reconstruct(q, status, alpha, grad, grad_bar, active)
+        active = grad.shape[0]
+    count = 0
+    t = 0
+    while t < active:
+        if _be_shrunk(y[t], status[t], grad[t], gmax1, gmax2):
+            active -= 1
+            while active > t:
+                if not _be_shrunk(y[active], status[active], grad[active], gmax1, gmax2):
+                    _swap(ids, y, yf, status, up, low, alpha, grad, grad_bar, qd, t, active)
+                    swaps[count, 0] = t
+                    swaps[count, 1] = active
+                    count += 1
+                    break
+                active -= 1
+        t += 1
+    return active, unshrink, count
+
+
+@numba.njit(cache=True, nogil=True)
+def _add_row(target: np.ndarray, row: np.ndarray, scale: float) -> None:  # pragma: no cover
+    """``target += scale * row`` element by element, the float32 row widened first."""
+    for k in range(target.shape[0]):
+        target[k] += scale * np.float64(row[k])
+
+
+@numba.njit(cache=True, nogil=True)
 def _solve(  # pragma: no cover - compiled
     q_in: np.ndarray,
     qd_in: np.ndarray,
@@ -440,52 +492,10 @@ def _solve(  # pragma: no cover - compiled
             counter = min(n, 1000)
             if shrinking:
                 fresh = False
-                gmax1 = -np.inf
-                gmax2 = -np.inf
-                for t in range(active):
-                    if y[t] == 1:
-                        if status[t] != _UPPER and -grad[t] >= gmax1:
-                            gmax1 = -grad[t]
-                        if status[t] != _LOWER and grad[t] >= gmax2:
-                            gmax2 = grad[t]
-                    else:
-                        if status[t] != _UPPER and -grad[t] >= gmax2:
-                            gmax2 = -grad[t]
-                        if status[t] != _LOWER and grad[t] >= gmax1:
-                            gmax1 = grad[t]
-                if not unshrink and gmax1 + gmax2 <= eps * 10:
-                    unshrink = True
-                    _reconstruct(q, status, alpha, grad, grad_bar, active)
-                    active = n
-                count = 0
-                t = 0
-                while t < active:
-                    if _be_shrunk(y[t], status[t], grad[t], gmax1, gmax2):
-                        active -= 1
-                        while active > t:
-                            if not _be_shrunk(
-                                y[active], status[active], grad[active], gmax1, gmax2
-                            ):
-                                _swap(
-                                    ids,
-                                    y,
-                                    yf,
-                                    status,
-                                    up,
-                                    low,
-                                    alpha,
-                                    grad,
-                                    grad_bar,
-                                    qd,
-                                    t,
-                                    active,
-                                )
-                                swaps[count, 0] = t
-                                swaps[count, 1] = active
-                                count += 1
-                                break
-                            active -= 1
-                    t += 1
+                active, unshrink, count = _do_shrinking(
+                    q, ids, y, yf, status, up, low, alpha, grad, grad_bar, qd, swaps,
+                    active, unshrink, eps,
+                )  # fmt: skip
                 if count:
                     q, spare = _permute_q(q, spare, swaps, count)
         if not fresh:
@@ -563,20 +573,12 @@ def _solve(  # pragma: no cover - compiled
             grad[k] = g
             values[k] = -yf[k] * g if up[k] else -np.inf
         fresh = True
+        # G_bar = sum over upper-bound t of C Q_t: follow i and j across the bound
+        # (libsvm subtracts C Q_t; adding (-C) Q_t rounds identically)
         if upper_i != (status[i] == _UPPER):
-            if upper_i:
-                for k in range(n):
-                    grad_bar[k] -= c * np.float64(row_i[k])
-            else:
-                for k in range(n):
-                    grad_bar[k] += c * np.float64(row_i[k])
+            _add_row(grad_bar, row_i, -c if upper_i else c)
         if upper_j != (status[j] == _UPPER):
-            if upper_j:
-                for k in range(n):
-                    grad_bar[k] -= c * np.float64(row_j[k])
-            else:
-                for k in range(n):
-                    grad_bar[k] += c * np.float64(row_j[k])
+            _add_row(grad_bar, row_j, -c if upper_j else c)
 
     # rho (calculate_rho); active == n here unless max_iter stopped the loop
     ub = np.inf
