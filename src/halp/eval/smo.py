@@ -211,10 +211,11 @@ def _up_values(  # pragma: no cover - compiled
 
 @numba.njit(cache=True, nogil=True)
 def _select_i(values: np.ndarray, active: int) -> tuple[float, int]:  # pragma: no cover
-    """WSS 3's i: the last position with the largest value (-inf, -1 when I_up is empty).
+    """WSS 3's i: the last position with the largest value, and that value.
 
     libsvm's loop ``if (v >= Gmax)`` over I_up only; the -inf entries outside I_up can
-    only win while nothing in I_up has been seen (no -y G is -inf), hence the final check.
+    only win while nothing in I_up has been seen (no -y G is -inf). When I_up is empty the
+    value is -inf, the index any position, and :func:`_select_j` finds no j, as in libsvm.
     """
     gmax = -np.inf
     gmax_idx = -1
@@ -222,8 +223,6 @@ def _select_i(values: np.ndarray, active: int) -> tuple[float, int]:  # pragma: 
         if values[t] >= gmax:
             gmax = values[t]
             gmax_idx = t
-    if gmax == -np.inf:
-        gmax_idx = -1
     return gmax, gmax_idx
 
 
@@ -249,8 +248,10 @@ def _select_j(  # pragma: no cover - compiled
     where ``grad_diff <= 0``, where libsvm computes none); a second takes the last
     minimum in libsvm's order.
     """
-    qd_i = qd[i] if i != -1 else 0.0
-    two_y_i = 2.0 * yf[i] if i != -1 else 0.0
+    # i = -1 when I_up is empty: gmax is then -inf, no grad_diff is > 0, and what is read
+    # here (the last position's values, and its row passed in) goes unused
+    qd_i = qd[i]
+    two_y_i = 2.0 * yf[i]
     for j in range(active):
         y_grad = yf[j] * grad[j]
         grad_diff = gmax + y_grad
@@ -501,13 +502,13 @@ def _solve(  # pragma: no cover - compiled
         if not fresh:
             _up_values(yf, up, grad, values, active)
         gmax, i = _select_i(values, active)
-        j = _select_j(q[max(i, 0)], yf, low, grad, qd, active, gmax, i, eps, gains, y_grads)
+        j = _select_j(q[i], yf, low, grad, qd, active, gmax, i, eps, gains, y_grads)
         if j == -1:
             _reconstruct(q, status, alpha, grad, grad_bar, active)
             active = n
             _up_values(yf, up, grad, values, active)
             gmax, i = _select_i(values, active)
-            j = _select_j(q[max(i, 0)], yf, low, grad, qd, active, gmax, i, eps, gains, y_grads)
+            j = _select_j(q[i], yf, low, grad, qd, active, gmax, i, eps, gains, y_grads)
             if j == -1:
                 break
             counter = 1
