@@ -117,6 +117,10 @@ def test_kernels_are_symmetric_and_refuse_a_third_class() -> None:
     assert np.all(np.diag(k) > 0.999)
     with pytest.raises(ValueError, match="exactly two classes"):
         smo.binary_problem(k, np.arange(120) % 3)
+    problem = smo.binary_problem(k, _blobs(9, 120, 0.5)[1])
+    for c, eps in [(0.0, 1e-3), (-1.0, 1e-3), (1.0, 0.0)]:
+        with pytest.raises(ValueError, match="must be > 0"):
+            smo.fit(problem, c, eps=eps)
 
 
 def test_the_protocol_refuses_embeddings_with_nan() -> None:

@@ -695,6 +695,8 @@ def fit(
     max_iter: int = -1,
 ) -> BinaryModel:
     """Fit libsvm's C-SVC on ``problem`` (scikit-learn's defaults: tol 1e-3, shrinking)."""
+    if not (c > 0 and eps > 0):  # libsvm's svm_check_parameter refuses these too
+        raise ValueError(f"C and eps must be > 0 (libsvm), got C={c}, eps={eps}")
     alpha, rho, iterations = _solve(
         problem.q, problem.qd, problem.signs, float(c), float(eps), bool(shrinking), int(max_iter)
     )
