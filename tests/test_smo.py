@@ -16,15 +16,27 @@ from halp.eval import smo
 from halp.eval.svm import svm_protocol
 
 
-def _blobs(seed: int, n: int, overlap: float, duplicates: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Two overlapping classes in 8-d (labels 3 and 7, unbalanced), some rows repeated."""
+def _blobs(
+    seed: int, n: int, overlap: float, duplicates: int = 0, twins: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two overlapping classes in 8-d (labels 3 and 7, unbalanced).
+
+    ``duplicates`` rows are one repeated row (identical graphs give identical embeddings:
+    ties in every comparison); ``twins`` rows are near-copies of others, some with the
+    other label, close enough for their float32 Q entry to round to +-1 (a quadratic
+    coefficient of 0, libsvm's TAU case).
+    """
     rng = np.random.default_rng(seed)
     y = np.where(rng.random(n) < 0.4, 3, 7)
     x = rng.normal(size=(n, 8)) + np.where(y == 7, overlap, 0.0)[:, None] * rng.normal(size=8)
-    if duplicates:  # identical graphs give identical embeddings: ties in every comparison
+    if duplicates:
         pick = rng.choice(n, duplicates, replace=False)
         x[pick[1:]] = x[pick[0]]
         y[pick[1:]] = y[pick[0]]
+    if twins:
+        pick = rng.choice(n, 2 * twins, replace=False)
+        x[pick[twins:]] = x[pick[:twins]] + 1e-7 * rng.normal(size=(twins, 8))
+        y[pick[twins:]] = np.where(rng.random(twins) < 0.5, 3, 7)
     return x, y
 
 
@@ -38,21 +50,22 @@ def _assert_same(
     np.testing.assert_array_equal(model.predict(kernel), reference.predict(x_test))
 
 
-CASES = [  # (seed, n, overlap, duplicates, C): small and large C, ties, easy and hard
-    (0, 160, 0.8, 0, 1e-3),
-    (1, 160, 0.8, 0, 1.0),
-    (2, 240, 0.5, 12, 10.0),
-    (3, 240, 0.3, 0, 1e3),
-    (4, 400, 0.6, 30, 1e2),
-    (5, 400, 1.5, 0, 1e3),
+CASES = [  # (seed, n, overlap, duplicates, twins, C): small and large C, ties, easy and hard
+    (0, 160, 0.8, 0, 0, 1e-3),
+    (1, 160, 0.8, 0, 0, 1.0),
+    (2, 240, 0.5, 12, 0, 10.0),
+    (3, 240, 0.3, 0, 0, 1e3),
+    (4, 400, 0.6, 30, 0, 1e2),
+    (5, 400, 1.5, 0, 0, 1e3),
+    (12, 300, 0.6, 0, 40, 1e2),
 ]
 
 
-@pytest.mark.parametrize(("seed", "n", "overlap", "duplicates", "c"), CASES)
+@pytest.mark.parametrize(("seed", "n", "overlap", "duplicates", "twins", "c"), CASES)
 def test_fit_and_predict_equal_libsvm_bit_for_bit(
-    seed: int, n: int, overlap: float, duplicates: int, c: float
+    seed: int, n: int, overlap: float, duplicates: int, twins: int, c: float
 ) -> None:
-    x, y = _blobs(seed, n + 60, overlap, duplicates)
+    x, y = _blobs(seed, n + 60, overlap, duplicates, twins)
     x_fit, y_fit, x_test = x[:n], y[:n], x[n:]
     gamma = smo.scale_gamma(x_fit)
     reference = SVC(C=c, kernel="rbf", gamma=gamma).fit(x_fit, y_fit)
