@@ -659,6 +659,25 @@ EQUIVALENT: list[tuple[str, str, str, str]] = [
         "True -> False",
         "parts is built from self.pairs, one per pair: the same length by construction",
     ),
+    (
+        "smo",
+        "two_y_i = 2.0 * yf[i]",
+        "2.0 * yf[i] -> 2.0 / yf[i]",
+        "yf holds +1.0 or -1.0, and 2 / y equals 2 y exactly for those",
+    ),
+    (
+        "smo",
+        "if yf[t] > 0:",
+        "yf[t] > 0 -> yf[t] >= 0",
+        "yf holds +1.0 or -1.0, never 0",
+    ),
+    (
+        "smo",
+        "if gmax + gmax2 < eps or gmin_idx == -1:",
+        "1 -> 2",
+        "with eps > 0 (fit refuses others) no candidate j means gmax + gmax2 < eps: the "
+        "I_low maximum's own grad_diff is gmax + gmax2, a candidate whenever that is >= eps",
+    ),
 ]
 
 
