@@ -82,9 +82,10 @@ def _setup(x: np.ndarray, y: np.ndarray) -> None:
     _SHARED[:] = [_Shared(x, y, smo.PairTerms.of(x))]
 
 
-def _models(data: _Shared, rows: np.ndarray, c_grid: Sequence[float]) -> list[_Classifier]:
+def _models(
+    data: _Shared, rows: np.ndarray, gamma: float, c_grid: Sequence[float]
+) -> list[_Classifier]:
     """One model per C fitted on training rows ``rows``: libsvm's, from one shared kernel."""
-    gamma = smo.scale_gamma(data.x[rows])
     if len(np.unique(data.y[rows])) == 2:
         problem = data.terms.binary_problem(rows, data.y[rows], gamma)
         return [smo.fit(problem, c) for c in c_grid]
@@ -92,10 +93,14 @@ def _models(data: _Shared, rows: np.ndarray, c_grid: Sequence[float]) -> list[_C
     return [SVC(C=c, kernel="precomputed").fit(kernel, data.y[rows]) for c in c_grid]
 
 
-def _accuracy(data: _Shared, model: _Classifier, rows: np.ndarray, train: np.ndarray) -> float:
-    """Accuracy on ``rows`` of a model fitted on ``train``."""
-    kernel = data.terms.predict_kernel(rows, train, smo.scale_gamma(data.x[train]))
-    return float(np.mean(model.predict(kernel) == data.y[rows]))
+def _scores(
+    data: _Shared, train: np.ndarray, held: np.ndarray, c_grid: Sequence[float]
+) -> list[float]:
+    """Accuracy on ``held`` of each C's model fitted on ``train`` (one kernel for all)."""
+    gamma = smo.scale_gamma(data.x[train])
+    kernel = data.terms.predict_kernel(held, train, gamma)
+    truth = data.y[held]
+    return [float(np.mean(m.predict(kernel) == truth)) for m in _models(data, train, gamma, c_grid)]
 
 
 def _one_fold(
@@ -106,12 +111,10 @@ def _one_fold(
     inner = StratifiedKFold(n_splits=inner_folds)  # GridSearchCV's cv=int for a classifier
     scores = np.zeros((inner_folds, len(c_grid)))
     for f, (a, b) in enumerate(inner.split(np.zeros(len(train)), data.y[train])):
-        rows, held = train[a], train[b]
-        for j, model in enumerate(_models(data, rows, c_grid)):
-            scores[f, j] = _accuracy(data, model, held, rows)
+        scores[f] = _scores(data, train[a], train[b], c_grid)
     best = int(np.argmax(scores.mean(axis=0)))  # first of the ties, as GridSearchCV's rank
-    (model,) = _models(data, train, [c_grid[best]])
-    return 100.0 * _accuracy(data, model, test, train), float(c_grid[best])
+    (accuracy,) = _scores(data, train, test, [c_grid[best]])
+    return 100.0 * accuracy, float(c_grid[best])
 
 
 def svm_protocol(
