@@ -548,7 +548,7 @@ import os
 if os.environ.get("HALP_CI_RANK_STATE") and "RANK" in os.environ:
     import torch
 
-    from halp.model import PretrainModel
+    from halp.methods.model import PretrainModel
 
     _seen = {}
     _prepare = PretrainModel.prepare_step

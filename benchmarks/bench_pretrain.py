@@ -26,7 +26,7 @@ import torch
 
 from halp.config import PretrainConfig, to_dict
 from halp.methods import PRESETS
-from halp.model import PretrainModel, random_batch
+from halp.methods.model import PretrainModel, random_batch
 
 METHODS = tuple(PRESETS)
 

@@ -25,8 +25,8 @@ import torch
 
 from halp.config import PretrainConfig, load_config
 from halp.methods import PRESETS
-from halp.model import PretrainModel, random_batch
-from halp.train import StepLog
+from halp.methods.model import PretrainModel, random_batch
+from halp.train.monitor import StepLog
 
 READS = ("item", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__")
 

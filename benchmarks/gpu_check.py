@@ -49,7 +49,7 @@ from halp.data.storage import load_split
 from halp.evaluate import evaluate
 from halp.io import atomic_write_json, atomic_write_text
 from halp.methods import PRESETS
-from halp.model import PretrainModel, random_batch
+from halp.methods.model import PretrainModel, random_batch
 from halp.train import pretrain
 
 # clips and epochs behind the README's GPU-hour table (one pretraining run each)

@@ -15,13 +15,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from halp.checkpoint import load_checkpoint
 from halp.config import PretrainConfig, load_config
 from halp.data import prepare
 from halp.data.loaders import PretrainDataset
 from halp.data.storage import load_split
 from halp.methods import PRESETS, views_of
-from halp.model import PretrainModel
+from halp.methods.checkpoint import load_checkpoint
+from halp.methods.model import PretrainModel
 from halp.objectives import Embeddings, StepContext
 from halp.objectives.distribution import DistributionDistillation, soft_target_ce
 from halp.objectives.mining import NearestNeighbourInfoNCE, multi_positive_nce, positive_mask
@@ -190,7 +190,8 @@ def test_hierarchy_is_a_chain_and_the_middle_branch_learns_only_as_student() -> 
 def test_hiclr_branches_and_weight_come_from_the_config() -> None:
     config = load_config(PretrainConfig, None, ["method=hiclr"])
     views = views_of(config)
-    assert [(v.name, v.strong) for v in views] == [("normal", "none"), ("strong", "mask")]
+    assert [(v.name, v.transform) for v in views] == [("normal", "none"), ("strong", "mask")]
+    assert views[1].option("ratio") == config.hiclr.mask_ratio  # the option from its config key
     assert config.hiclr.hierarchy_weight == pytest.approx(0.5)  # 1 / (k - 1), k = 3
     one = load_config(PretrainConfig, None, ["method=hiclr", "hiclr.branches=[]"])
     assert views_of(one) == () and one.hiclr.hierarchy_weight == 0.0

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from halp.checkpoint import load_checkpoint
 from halp.config import EvalConfig, PretrainConfig, load_config
 from halp.data import prepare
 from halp.data.loaders import ClassificationDataset
@@ -18,6 +17,7 @@ from halp.data.storage import load_split
 from halp.errors import CheckpointError, DataFormatError, EvaluationError
 from halp.eval.classifier import fit_classifier, label_subset
 from halp.evaluate import classifier_from_checkpoint, evaluate
+from halp.methods.checkpoint import load_checkpoint
 from halp.train import pretrain
 
 ROOT = Path(__file__).resolve().parents[1]

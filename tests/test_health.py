@@ -81,16 +81,39 @@ def test_pretraining_logs_health_and_the_probe_changes_nothing(
 def test_the_collapse_warning_needs_a_high_and_rising_cosine(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from halp.train import HealthProbe
+    from halp.train.monitor import HealthProbe
 
     probe = HealthProbe.__new__(HealthProbe)  # only the warning logic, no data
-    probe.first_cos = {"joint": 0.30, "bone": 0.90}
-    with caplog.at_level(logging.WARNING, logger="halp.train"):
+    probe.low_cos = {"joint": 0.30, "bone": 0.90}
+    with caplog.at_level(logging.WARNING, logger="halp.train.monitor"):
         probe.warn_collapse({"cos_joint": 0.85, "cos_bone": 0.91}, 0.8, epoch=7)
     assert "epoch 7: the joint embedding may be collapsing" in caplog.text
-    assert "rose from 0.300 to 0.850" in caplog.text
+    assert "rose from its lowest 0.300 to 0.850" in caplog.text
     assert "bone" not in caplog.text  # high from the initialisation on, not rising
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="halp.train"):
+    with caplog.at_level(logging.WARNING, logger="halp.train.monitor"):
         probe.warn_collapse({"cos_joint": 0.70, "cos_bone": 0.99}, 0.8, epoch=8)
     assert "joint" not in caplog.text and "0.990" in caplog.text
+
+
+def test_the_collapse_warning_measures_the_rise_from_the_running_minimum(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A fresh BiGRU starts near 0.95, falls while it learns and collapses when a term
+    switches on: the rise counts from the lowest cosine, not from the first epoch (a
+    warning against epoch 0 never fires here), and a resumed run remembers its rows."""
+    from halp.train.monitor import HealthProbe
+
+    probe = HealthProbe.__new__(HealthProbe)
+    probe.low_cos = {}
+    with caplog.at_level(logging.WARNING, logger="halp.train.monitor"):
+        for epoch, cos in enumerate([0.95, 0.85, 0.77, 0.76, 0.79]):
+            probe.warn_collapse({"cos_joint": cos}, 0.8, epoch)
+        assert caplog.text == ""  # above 0.8 only while falling from the start
+        probe.warn_collapse({"cos_joint": 0.87}, 0.8, epoch=5)
+    assert "epoch 5: the joint embedding may be collapsing" in caplog.text
+    assert "from its lowest 0.760 to 0.870" in caplog.text
+    resumed = HealthProbe.__new__(HealthProbe)
+    resumed.low_cos = {}
+    resumed.remember([{"epoch": 0, "cos_joint": 0.95}, {"epoch": 4, "cos_joint": 0.76}])
+    assert resumed.low_cos == {"joint": 0.76}

@@ -1,14 +1,15 @@
 """The package's layers: a module imports only from its own layer or the layers below.
 
 Layers, bottom to top (README, "Layout"): core (errors, io, schedules, config,
-resources, runtime) < data < encoders < objectives < methods (methods, model,
-checkpoint) < eval < run (train, evaluate) < report < interface (smoke, cli). Imports
-inside functions count as much as those at the top of a module.
+resources, runtime) < data < encoders < objectives < methods (presets, views, model,
+checkpoint) < eval < run (train, evaluate, graphcl) < report < interface (smoke, cli).
+Imports inside functions count as much as those at the top of a module.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("data", ("data",)),
     ("encoders", ("encoders",)),
     ("objectives", ("objectives",)),
-    ("methods", ("methods", "model", "checkpoint")),
+    ("methods", ("methods",)),
     ("eval", ("eval",)),
     ("run", ("train", "evaluate", "graphcl")),
     ("report", ("report",)),
@@ -100,3 +101,59 @@ def test_readme_layout_lists_every_layer() -> None:
         for member in members:
             if member not in ("halp", "__main__"):
                 assert member in section, member
+
+
+METHOD_SECTIONS = ("halp", "cmd", "mining", "aimclr", "hiclr")
+"""Config sections that belong to one method: only its objectives and presets read them."""
+METHOD_WORDS = ("nnm", "crossclr", "graphcl", "mask", "adain", "dae", "eadm")
+"""Names of methods, objectives, recipes and view transforms the loop must not know."""
+METHOD_FREE = ["train/loop.py", "train/monitor.py", "methods/model.py"]
+"""The training loop and the model: they know no method (README, "Adding a method")."""
+
+
+def method_mentions(path: Path) -> list[str]:
+    """Attribute reads of a method's config section and code strings naming a method.
+
+    Docstrings are prose and are not counted; every other string constant is.
+    """
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in METHOD_SECTIONS:
+            found.append(f"line {node.lineno}: .{node.attr}")
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and id(node) not in docstrings
+        ):
+            words = set(re.findall(r"[a-z_]+", node.value.lower()))
+            hits = words & set(METHOD_WORDS + METHOD_SECTIONS)
+            if hits:
+                found.append(f"line {node.lineno}: {sorted(hits)} in {node.value!r}")
+    return found
+
+
+@pytest.mark.parametrize("name", METHOD_FREE)
+def test_the_loop_and_the_model_know_no_method(name: str) -> None:
+    assert not method_mentions(SRC / name), f"{name}: {method_mentions(SRC / name)}"
+
+
+def test_the_method_check_catches_a_config_section_and_a_name(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        '"""A docstring may say HaLP, hiclr and crossclr."""\n'
+        "def f(config):\n"
+        '    """Nor here: config.hiclr."""\n'
+        "    keep = 1.0 if config.data.recipe == 'crossclr' else 0.95\n"
+        "    return config.halp.mu * keep\n"
+    )
+    found = method_mentions(bad)
+    assert len(found) == 2 and "crossclr" in found[0] + found[1] and ".halp" in found[0] + found[1]

@@ -9,6 +9,7 @@ without any change to the model's forward.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,9 @@ from torch import Tensor
 from halp.config import PretrainConfig, load_config
 from halp.data import prepare
 from halp.errors import ConfigError
-from halp.methods import PRESETS, Preset, Term, preset_of
-from halp.model import PretrainModel
+from halp.methods import PRESETS, Preset, Term, View, check_config, preset_of
+from halp.methods.model import PretrainModel
+from halp.methods.views import VIEW_TRANSFORMS, ViewTransform
 from halp.objectives import OBJECTIVES, Embeddings, Objective, StepContext, register_objective
 from halp.train import pretrain
 
@@ -69,6 +71,64 @@ def test_a_toy_objective_trains_through_a_preset(
     assert "loss_toy" not in rows[0] and rows[0]["toy_weight"] == 0.0  # off before epoch 1
     assert "loss_toy" in rows[1] and rows[1]["toy_weight"] == 0.5
     assert -1.0 <= rows[1]["loss_toy"] <= 1.0
+
+
+class ToyViewPull(Objective):
+    """Pull the query towards a toy extra view; warn when the run is short."""
+
+    def loss(self, emb: Embeddings, ctx: StepContext) -> Tensor:
+        q, v = emb.queries["joint"], emb.view("toyflip")["joint"]
+        value = -(q * v).sum(dim=1).mean()
+        ctx.terms["loss_toyview"] = value.detach()
+        return value
+
+    def check(self, epochs: int) -> list[str]:
+        return [f"toyview: {epochs} epochs is short for a toy"] if epochs < 5 else []
+
+
+class Negate(ViewTransform):
+    """A toy model-side transform: the clips with their sign flipped."""
+
+    def before(self, x: Tensor, view: View, generator: object, state: object) -> Tensor:
+        return -x * float(view.option("scale"))
+
+
+def test_a_new_method_with_a_view_and_a_check_is_an_objective_and_a_preset(
+    monkeypatch: pytest.MonkeyPatch,
+    ntu_data: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The README's "Adding a method" with everything a method can add: an objective
+    with a check hook, a view with its own load-time augmentation and a model-side
+    transform whose option is a config key. Nothing in halp.train or halp.methods.model
+    changes; the view reaches the objective, the warning reaches the log, and a term
+    that could never switch on is named."""
+    monkeypatch.setitem(OBJECTIVES, "toyview", lambda config, modalities, dim: ToyViewPull())
+    monkeypatch.setitem(VIEW_TRANSFORMS, "negate", Negate())
+    view = View("toyflip", "isc", "negate", (("scale", "moco.temperature"),), "method")
+    preset = Preset(("joint",), (Term("infonce"), Term("toyview", weight=0.25)), views=(view,))
+    monkeypatch.setitem(PRESETS, "toyview", preset)
+    sets = ["method=toyview", f"data.root={ntu_data}", "optim.epochs=2", "log.knn_every=0"]
+    config = load_config(PretrainConfig, "builtin:smoke", sets)
+    model = PretrainModel(config)
+    assert [v.option("scale") for v in model.views] == [config.moco.temperature]
+    with caplog.at_level(logging.WARNING):
+        pretrain(config, tmp_path / "run")
+    assert "toyview: 2 epochs is short for a toy" in caplog.text
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(-1.0 <= r["loss_toyview"] <= 1.0 for r in rows)
+    # the view is the transform of its own clips: encoding them by hand gives the same
+    clips = {"toyflip": {"joint": torch.randn(8, 3, 16, 25, 2)}}
+    got = model._encode_views(clips, torch.Generator())["toyflip"]["joint"]
+    want = torch.nn.functional.normalize(
+        model.query_encoder()(-clips["toyflip"]["joint"] * config.moco.temperature), dim=1
+    )
+    torch.testing.assert_close(got, want)
+    late = Preset(("joint",), (Term("infonce"), Term("toyview", 1.0, start_epoch="optim.epochs")))
+    assert "never switches on" in check_config(config, late, 2)[0]
+    with pytest.raises(ConfigError, match=r"'optim\.epochs'.*never switches on"):
+        check_config(config, late, 2, refuse=True)
 
 
 def test_the_loss_is_the_weighted_sum_of_the_terms(toy_method: str) -> None:

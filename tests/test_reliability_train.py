@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from halp.checkpoint import CHECKPOINT
 from halp.cli import main
 from halp.config import EvalConfig, PretrainConfig, load_config
 from halp.data import prepare
 from halp.data.storage import SplitWriter
 from halp.errors import CheckpointError, ConfigError, EvaluationError, TrainingDiverged
 from halp.evaluate import evaluate
-from halp.model import PretrainModel
+from halp.methods.checkpoint import CHECKPOINT
+from halp.methods.model import PretrainModel
 from halp.train import pretrain
 
 
@@ -60,7 +60,7 @@ def test_a_term_that_never_switches_on_is_warned_about(
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="halp.train"):
         pretrain(smoke(data / "xsub", "halp.mu_start_epoch=5"), tmp_path / "run")
-    assert "the halp term starts at epoch 5 but the run has 1 epochs" in caplog.text
+    assert "the halp term of HaLP starts at epoch 5 but the run has 1 epochs" in caplog.text
 
 
 # ------------------------------------------------------------------------ resume

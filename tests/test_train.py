@@ -11,12 +11,12 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from halp.checkpoint import load_checkpoint
 from halp.config import PretrainConfig, from_dict, load_config, to_dict
 from halp.data import prepare
 from halp.errors import CheckpointError, TrainingDiverged
 from halp.methods import PRESETS, term_weights
-from halp.model import PretrainModel
+from halp.methods.checkpoint import load_checkpoint
+from halp.methods.model import PretrainModel
 from halp.train import lr_at, pretrain
 
 ROOT = Path(__file__).resolve().parents[1]

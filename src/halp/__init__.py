@@ -15,8 +15,8 @@ The package is layered; a module imports only from its own layer or the layers b
 - :mod:`halp.encoders`: the BiGRU of the paper;
 - :mod:`halp.objectives`: MoCo's InfoNCE and queue, PosHal and the HaLP loss, prototypes,
   CMD, each a composable loss term;
-- methods: :mod:`~halp.methods` (presets), :mod:`~halp.model` (the pretraining model),
-  :mod:`~halp.checkpoint`;
+- methods: :mod:`~halp.methods` (presets), :mod:`~halp.methods.model` (the pretraining model),
+  :mod:`~halp.methods.checkpoint`;
 - :mod:`halp.eval`: classifier fitting and kNN;
 - run: :mod:`~halp.train` (``halp pretrain``) and :mod:`~halp.evaluate` (``halp evaluate``);
 - :mod:`halp.report`: results naming and reading, the published numbers, tables, figures;

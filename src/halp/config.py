@@ -327,6 +327,11 @@ class PretrainConfig:
             f"at most moco.queue_size ({queue}): prototypes come from the queue's newest keys",
         )
 
+    @property
+    def tau(self) -> float:
+        """The contrastive temperature of the run's framework (MoCo's, paper Eq. 1 and 8)."""
+        return self.moco.temperature
+
 
 @dataclasses.dataclass
 class EvalConfig:
@@ -470,6 +475,11 @@ class GraphCLConfig:
             self.halp.warmup_samples,
             "0 in GraphCL (prototypes wait for halp.top_k anchors in the FIFO instead)",
         )
+
+    @property
+    def tau(self) -> float:
+        """The contrastive temperature of the run's framework (GraphCL's NT-Xent)."""
+        return self.temperature
 
 
 # ------------------------------------------------------------------------ loading

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-from halp.checkpoint import config_of, load_checkpoint
 from halp.config import EvalConfig, PretrainConfig, to_dict
 from halp.data.loaders import ClassificationDataset
 from halp.data.storage import SkeletonSplit, check_recipe, load_split
@@ -29,6 +28,7 @@ from halp.eval.ensemble import save_scores
 from halp.eval.knn import knn_top1
 from halp.io import atomic_write_json, sha256_of
 from halp.methods import FINETUNE_LR, PRESETS, linear_lr, preset_of
+from halp.methods.checkpoint import config_of, load_checkpoint
 from halp.runtime import provenance, resolve_device
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,8 +40,9 @@ from halp.encoders.gin import GraphCLNet
 from halp.errors import TrainingDiverged
 from halp.eval.svm import SvmResult, svm_protocol
 from halp.io import atomic_write_json
-from halp.objectives.graphcl import AnchorFifo, nt_xent
-from halp.objectives.halp import Prototypes, halp_term, refresh_prototypes
+from halp.methods.presets import GRAPH_PRESETS, Preset, check_config, term_weight
+from halp.objectives import Embeddings, Objective, StepContext, build_objective
+from halp.objectives.graphcl import AnchorFifo
 from halp.runtime import provenance
 
 HALP_STREAM = 0x48614C50  # offset of HaLP's generator seed from the run's seed ("HaLP")
@@ -68,11 +69,38 @@ def _embed(net: GraphCLNet, batch: Batch, project: bool) -> torch.Tensor:
     return fn(batch.x, adjacency, batch.batch, batch.num_graphs)
 
 
-def mu_at(config: GraphCLConfig, epoch: int) -> float:
-    """HaLP's weight at ``epoch`` (0-based): 0 for GraphCL and before the switch."""
-    if config.method != "graphcl_halp" or epoch < config.halp.mu_start_epoch:
-        return 0.0
-    return config.halp.mu
+STREAM = "graph"
+"""The one stream of a graph method (the skeleton methods' modality)."""
+
+
+class NormalisedOnUse(Mapping[str, torch.Tensor]):
+    """Unit queries made from projections when an objective first reads them.
+
+    The order in which autograd nodes are created decides the order in which a
+    tensor's gradients are summed; normalising z1 only when HaLP reads it (after
+    NT-Xent's own normalisation) keeps the gradients of GraphCL+HaLP bit-identical to
+    those of the package's graph loop before it used the shared objectives.
+    """
+
+    def __init__(self, projections: dict[str, torch.Tensor]) -> None:
+        self.projections = projections
+        self.made: dict[str, torch.Tensor] = {}
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key not in self.made:
+            self.made[key] = F.normalize(self.projections[key], dim=1)
+        return self.made[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.projections)
+
+    def __len__(self) -> int:
+        return len(self.projections)
+
+
+def preset_of_graph(config: GraphCLConfig) -> Preset:
+    """The graph preset named by ``config.method``."""
+    return GRAPH_PRESETS[config.method]
 
 
 @dataclass
@@ -106,21 +134,27 @@ def pretrain(
     Raises:
         TrainingDiverged: the loss became NaN or infinite (names the epoch).
     """
+    preset = preset_of_graph(config)
+    for warning in check_config(config, preset, config.epochs):
+        log(f"warning: {warning}")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     halp_gen = torch.Generator().manual_seed(config.seed + HALP_STREAM)
     net = GraphCLNet(data.num_features, config.hidden, config.layers)
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
     dim = net.encoder.out_dim
+    objectives: dict[str, Objective] = {
+        t.objective: build_objective(t.objective, config, (STREAM,), dim) for t in preset.terms
+    }
+    weights = {t.objective: term_weight(config, t) for t in preset.terms}
     fifo = AnchorFifo(config.halp.top_k, dim)
-    prototypes = Prototypes(config.halp.num_prototypes, dim)
     order = rng.permutation(len(data))  # shuffled once, batches in that order (as released)
     graphs = [(x.numpy(), e.numpy()) for x, e in zip(data.x, data.edges, strict=True)]
     history = History()
     step = 0
     for epoch in range(config.epochs):
         start = time.perf_counter()
-        mu = mu_at(config, epoch)
+        active = [(n, w.at(epoch)) for n, w in weights.items() if w.at(epoch) != 0.0]
         sums = np.zeros(3)
         keeps: list[float] = []
         net.train()
@@ -129,32 +163,41 @@ def pretrain(
             ids = order[first : first + config.batch_size]
             if len(ids) < 2:
                 continue  # NT-Xent needs another graph in the batch
+            for name, weight in active:  # e.g. HaLP's prototype refresh
+                ctx = StepContext(epoch, step, weight, halp_gen)
+                objectives[name].prepare({STREAM: fifo}, ctx)
             views = [make_views(graphs[i][0], graphs[i][1], config, rng) for i in ids]
             z1 = _embed(net, to_batch([v[0] for v in views]), project=True)
             z2 = _embed(net, to_batch([v[1] for v in views]), project=True)
-            loss_cl = nt_xent(z1, z2, config.temperature)
-            loss, loss_halp = loss_cl, torch.zeros(())
-            if config.method == "graphcl_halp":
-                anchors = F.normalize(z2.detach(), dim=1)
-                if mu > 0:
-                    if step % config.halp.refresh_every == 0 or not prototypes.is_ready():
-                        refresh_prototypes([prototypes], [fifo], config.halp, halp_gen)
-                    if prototypes.is_ready():
-                        q = F.normalize(z1, dim=1)
-                        result = halp_term(
-                            q, anchors, prototypes.centres, config.halp,
-                            config.temperature, halp_gen,
-                        )  # fmt: skip
-                        loss_halp = result.loss
-                        loss = loss_cl + mu * loss_halp
-                        keeps.append(float(result.keep_rate))
-                fifo.push(anchors)
+            anchors = F.normalize(z2.detach(), dim=1)  # GraphCL has no key encoder
+            emb = Embeddings(
+                queries=NormalisedOnUse({STREAM: z1}),
+                keys={STREAM: anchors},
+                negatives={},
+                banks={STREAM: fifo},
+                projections={"view1": {STREAM: z1}, "view2": {STREAM: z2}},
+            )
+            terms: dict[str, Any] = {}
+            loss: torch.Tensor | None = None
+            for name, weight in active:
+                value = objectives[name].loss(
+                    emb, StepContext(epoch, step, weight, halp_gen, terms)
+                )
+                if value is not None:
+                    loss = weight * value if loss is None else loss + weight * value
+            assert loss is not None, "GraphCL's NT-Xent is always on"
+            fifo.push(anchors)
+            for name, weight in active:
+                objectives[name].after_enqueue(len(ids), StepContext(epoch, step, weight, halp_gen))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             step += 1
             batches += 1
-            sums += [float(loss.detach()), float(loss_cl.detach()), float(loss_halp.detach())]
+            loss_halp = float(terms.get(f"loss_halp_{STREAM}", 0.0))
+            sums += [float(loss.detach()), float(terms["loss_graphcl"]), loss_halp]
+            if f"halp_keep_{STREAM}" in terms:
+                keeps.append(float(terms[f"halp_keep_{STREAM}"]))
         mean = sums / max(batches, 1)
         if not np.all(np.isfinite(mean)):
             raise TrainingDiverged(
@@ -168,9 +211,15 @@ def pretrain(
         history.seconds.append(time.perf_counter() - start)
         log(
             f"epoch {epoch + 1}/{config.epochs} loss {mean[0]:.4f} "
-            f"(graphcl {mean[1]:.4f}, halp {mean[2]:.4f}, mu {mu}) {history.seconds[-1]:.1f}s"
+            f"(graphcl {mean[1]:.4f}, halp {mean[2]:.4f}, mu {_mu(weights, epoch)}) "
+            f"{history.seconds[-1]:.1f}s"
         )
     return net, history
+
+
+def _mu(weights: dict[str, Any], epoch: int) -> float:
+    """HaLP's weight in ``epoch`` (0 for GraphCL and before the switch)."""
+    return float(weights["halp"].at(epoch)) if "halp" in weights else 0.0
 
 
 @torch.no_grad()
@@ -207,6 +256,7 @@ def run(
     config: GraphCLConfig, out: Path | str | None = None, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
     """Pretrain and evaluate one seed; write the result JSON to ``out`` (atomically) if given."""
+    check_config(config, preset_of_graph(config), config.epochs, refuse=True)
     if config.threads:
         torch.set_num_threads(config.threads)
     data = load_graphs(config.root, config.dataset)

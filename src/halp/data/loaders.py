@@ -271,12 +271,29 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
     Call :meth:`set_epoch` before each epoch; the pairs carry the epoch into persistent
     workers, whose copies of the dataset never see the main process's ``set_epoch``.
+    With ``world_size`` > 1 it yields process ``rank``'s shard of the epoch in the order
+    of PyTorch's ``DistributedSampler`` (a permutation seeded ``seed + epoch``, trimmed to
+    a multiple of ``world_size`` when ``drop_last``, every ``world_size``-th item from
+    ``rank``), so DistributedDataParallel runs keep their workers too.
     """
 
-    def __init__(self, n: int, shuffle: bool, seed: int) -> None:
+    def __init__(
+        self,
+        n: int,
+        shuffle: bool,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, {world_size})")
         self.n = n
         self.shuffle = shuffle
         self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.drop_last = drop_last
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -285,12 +302,32 @@ class EpochSampler(Sampler[tuple[int, int]]):
             raise ValueError(f"epoch must be non-negative, got {epoch}")
         self.epoch = epoch
 
+    def _shard_size(self) -> int:
+        if self.drop_last:
+            return self.n // self.world_size
+        return -(-self.n // self.world_size)
+
     def __len__(self) -> int:
-        return self.n
+        return self.n if self.world_size == 1 else self._shard_size()
+
+    def _order(self) -> list[int]:
+        if self.world_size == 1:
+            return (
+                epoch_order(self.n, self.seed, self.epoch) if self.shuffle else list(range(self.n))
+            )
+        if self.shuffle:
+            generator = torch.Generator()
+            generator.manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.n, generator=generator).tolist()
+        else:
+            order = list(range(self.n))
+        total = self._shard_size() * self.world_size
+        if total > len(order):  # padded with the first items, as DistributedSampler does
+            order += (order * (total // len(order) + 1))[: total - len(order)]
+        return order[:total][self.rank : total : self.world_size]
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        order = epoch_order(self.n, self.seed, self.epoch) if self.shuffle else range(self.n)
-        return iter([(self.epoch, i) for i in order])
+        return iter([(self.epoch, i) for i in self._order()])
 
 
 def make_epoch_loader(
@@ -301,13 +338,24 @@ def make_epoch_loader(
     num_workers: int = 0,
     drop_last: bool = False,
     pin_memory: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> tuple[DataLoader, EpochSampler]:
     """A DataLoader for a whole run, with persistent workers, and its sampler.
 
     Call ``sampler.set_epoch(epoch)`` before iterating each epoch. ``dataset`` must
-    accept ``(epoch, index)`` items (both datasets of this module do).
+    accept ``(epoch, index)`` items (both datasets of this module do). ``rank`` and
+    ``world_size`` select one process's shard (:class:`EpochSampler`); ``drop_last``
+    drops the last partial batch (and, across processes, the items that do not divide).
     """
-    sampler = EpochSampler(len(dataset), shuffle, seed)  # type: ignore[arg-type]
+    sampler = EpochSampler(
+        len(dataset),  # type: ignore[arg-type]
+        shuffle,
+        seed,
+        rank=rank,
+        world_size=world_size,
+        drop_last=drop_last,
+    )
     loader = DataLoader(
         dataset,
         batch_size=batch_size,

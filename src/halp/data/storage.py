@@ -214,6 +214,15 @@ def recipe_of(root: Path) -> str | None:
     return manifest_recipe(data) if isinstance(data, dict) else None
 
 
+def eval_keep(recipe: str) -> float:
+    """The centred fraction of a test clip's valid frames the kNN monitor reads.
+
+    0.95 for the 2s-AGCN recipe (the HaLP/ISC protocol); 1.0 for crossclr, whose clips
+    are already resized to their whole length (AimCLR's protocol).
+    """
+    return 1.0 if recipe == "crossclr" else 0.95
+
+
 def check_recipe(root: Path, expected: str, key: str) -> None:
     """Refuse the benchmark folder ``root`` when it was prepared with another recipe.
 

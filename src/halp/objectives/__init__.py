@@ -5,21 +5,25 @@ the key queue, the momentum update), :mod:`~halp.objectives.halp` (prototypes an
 HaLP loss, built on :mod:`~halp.objectives.poshal` and
 :mod:`~halp.objectives.prototypes`), :mod:`~halp.objectives.cmd` (cross-modal mutual
 distillation), :mod:`~halp.objectives.mining` (AimCLR's nearest-neighbour mining) and
-:mod:`~halp.objectives.distribution` (AimCLR's D3M, HiCLR's hierarchical loss). A
+:mod:`~halp.objectives.distribution` (AimCLR's D3M, HiCLR's hierarchical loss),
+:mod:`~halp.objectives.graphcl` (GraphCL's NT-Xent and its anchor FIFO). A
 method preset (:mod:`halp.methods`) lists objectives by their registered
 name; :func:`build_objective` makes one for a configuration.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
+from typing import Any
 
-from halp.config import PretrainConfig
 from halp.errors import ConfigError
-from halp.objectives.base import AnchorBank, Embeddings, Objective, StepContext
+from halp.objectives.base import AnchorBank, Embeddings, Objective, Resumption, StepContext
 
-ObjectiveFactory = Callable[[PretrainConfig, tuple[str, ...], int], Objective]
-"""Builds an objective from the configuration, the modalities and the embedding size."""
+ObjectiveFactory = Callable[[Any, tuple[str, ...], int], Objective]
+"""Builds an objective from the run's configuration (a :class:`~halp.config.PretrainConfig`
+or a :class:`~halp.config.GraphCLConfig`), the modalities and the embedding size."""
 
 OBJECTIVES: dict[str, ObjectiveFactory] = {}
 
@@ -36,9 +40,7 @@ def register_objective(name: str) -> Callable[[ObjectiveFactory], ObjectiveFacto
     return add
 
 
-def build_objective(
-    name: str, config: PretrainConfig, modalities: tuple[str, ...], dim: int
-) -> Objective:
+def build_objective(name: str, config: Any, modalities: tuple[str, ...], dim: int) -> Objective:
     """The objective ``name`` for ``config``; a ConfigError names unknown ones."""
     _load_builtin()
     if name not in OBJECTIVES:
@@ -50,8 +52,9 @@ def build_objective(
 
 
 def _load_builtin() -> None:
-    """Import the shipped objective modules, which register themselves."""
-    from halp.objectives import cmd, distribution, halp, mining, moco  # noqa: F401
+    """Import every module of this package: the shipped objectives register themselves."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
 
 
 __all__ = [
@@ -60,6 +63,7 @@ __all__ = [
     "Embeddings",
     "Objective",
     "ObjectiveFactory",
+    "Resumption",
     "StepContext",
     "build_objective",
     "register_objective",

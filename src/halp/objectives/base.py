@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -41,15 +41,19 @@ class Embeddings:
         banks: each modality's bank of recent anchors (for prototypes).
         views: extra query views of the method (AimCLR's extreme view, HiCLR's
             branches): view name -> modality -> (B, D), encoded by the query encoder.
+        projections: unnormalised projections with their gradient, view name ->
+            modality -> (B, D), for objectives defined on them (GraphCL's NT-Xent over
+            its two views ``view1`` and ``view2``); empty for the MoCo methods.
     """
 
-    queries: dict[str, Tensor]
+    queries: Mapping[str, Tensor]
     keys: dict[str, Tensor]
     negatives: dict[str, Tensor]
     banks: Mapping[str, AnchorBank]
     views: dict[str, dict[str, Tensor]] = field(default_factory=dict)
+    projections: dict[str, dict[str, Tensor]] = field(default_factory=dict)
 
-    def view(self, name: str) -> dict[str, Tensor]:
+    def view(self, name: str) -> Mapping[str, Tensor]:
         """The embeddings of view ``name`` per modality; ``query`` is MoCo's query."""
         if name == "query":
             return self.queries
@@ -86,6 +90,22 @@ class StepContext:
     terms: dict[str, float | Tensor] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Resumption:
+    """What an objective accepts when a run resumes with a changed configuration.
+
+    Attributes:
+        keys: Changed config keys that are harmless at the checkpoint's epoch.
+        remake: Fragments of the objective's state-dict keys (after
+            ``objectives.<name>.``) to drop from the checkpoint and build afresh.
+        reason: Why, for the log.
+    """
+
+    keys: tuple[str, ...] = ()
+    remake: tuple[str, ...] = ()
+    reason: str = ""
+
+
 class Objective(nn.Module):
     """One loss term of a method; its buffers are saved with the model.
 
@@ -104,3 +124,15 @@ class Objective(nn.Module):
 
     def after_enqueue(self, count: int, ctx: StepContext) -> None:
         """After this step's ``count`` anchors (over all processes) entered the banks."""
+
+    def check(self, epochs: int) -> list[str]:
+        """Warnings about this term in a run of ``epochs`` epochs (ConfigError to refuse)."""
+        return []
+
+    def resumable(self, changes: list[str], old: Any, new: Any, epoch: int) -> Resumption:
+        """Which of the changed keys ``changes`` may differ on a resume at ``epoch``.
+
+        ``old`` and ``new`` are the checkpoint's and the new configuration; ``epoch`` the
+        epochs completed. The default accepts none.
+        """
+        return Resumption()

@@ -9,9 +9,14 @@ clustered from them, exactly as from MoCo's queue.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from halp.objectives import register_objective
+from halp.objectives.base import Embeddings, Objective, StepContext
 
 
 def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
@@ -68,3 +73,30 @@ class AnchorFifo:
         if n > self.capacity:
             raise ValueError(f"the FIFO keeps {self.capacity} anchors, {n} were asked for")
         return self.keys[self.capacity - n :]
+
+
+class NTXent(Objective):
+    """GraphCL's loss term: :func:`nt_xent` of the projections ``view1`` and ``view2``.
+
+    Summed over the streams (GraphCL has one, ``graph``); logs ``loss_graphcl``.
+    """
+
+    def __init__(self, temperature: float) -> None:
+        super().__init__()
+        self.temperature = temperature
+
+    def loss(self, emb: Embeddings, ctx: StepContext) -> Tensor:
+        """The summed term of this step."""
+        one, two = emb.projections["view1"], emb.projections["view2"]
+        total: Tensor | None = None
+        for m in one:
+            term = nt_xent(one[m], two[m], self.temperature)
+            total = term if total is None else total + term
+        assert total is not None, "NT-Xent needs at least one stream"
+        ctx.terms["loss_graphcl"] = total.detach()
+        return total
+
+
+@register_objective("nt_xent")
+def _nt_xent(config: Any, modalities: tuple[str, ...], dim: int) -> Objective:
+    return NTXent(config.tau)

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from halp.config import HalpConfig, PretrainConfig
 from halp.errors import ConfigError
 from halp.objectives import register_objective
-from halp.objectives.base import AnchorBank, Embeddings, Objective, StepContext
+from halp.objectives.base import AnchorBank, Embeddings, Objective, Resumption, StepContext
 from halp.objectives.poshal import hallucinate, halp_loss, slerp_towards
 from halp.objectives.prototypes import compute_prototypes, spherical_kmeans
 
@@ -227,6 +227,16 @@ class HaLP(Objective):
         if self.keys_seen_host is not None:
             self.keys_seen_host += count
 
+    def resumable(self, changes: list[str], old: Any, new: Any, epoch: int) -> Resumption:
+        """``halp.*`` keys may change until HaLP starts (prototypes remade if N changes)."""
+        start = min(old.halp.mu_start_epoch, new.halp.mu_start_epoch)
+        if epoch >= start:
+            return Resumption()
+        keys = tuple(k for k in changes if k.startswith("halp."))
+        remake = ("prototypes.",) if "halp.num_prototypes" in keys else ()
+        reason = f"HaLP (from epoch {new.halp.mu_start_epoch}) has not started by epoch {epoch}"
+        return Resumption(keys, remake, reason)
+
     def _keys_seen(self) -> int:
         if self.keys_seen_host is None:  # after a checkpoint was loaded: read it once
             self.keys_seen_host = int(self.keys_seen)
@@ -250,4 +260,4 @@ def _halp(config: PretrainConfig, modalities: tuple[str, ...], dim: int) -> Obje
             "config keys 'halp.anchor: query' and 'halp.generator: qk_slerp' together would "
             "slerp the query towards itself; use halp.anchor: key with qk_slerp"
         )
-    return HaLP(h, config.moco.temperature, modalities, dim)
+    return HaLP(h, config.tau, modalities, dim)

@@ -78,6 +78,15 @@ class NearestNeighbourInfoNCE(Objective):
             ctx.terms[f"acc_{m}"] = (logits.detach().argmax(dim=1) == 0).float().mean()
         return total
 
+    def check(self, epochs: int) -> list[str]:
+        """A warning when mining never starts in the run."""
+        if self.start_epoch < epochs:
+            return []
+        return [
+            f"mining.start_epoch {self.start_epoch} is not below optim.epochs {epochs}: "
+            "nearest-neighbour mining never starts in this run"
+        ]
+
 
 @register_objective("nnm")
 def _nnm(config: PretrainConfig, modalities: tuple[str, ...], dim: int) -> Objective:

@@ -55,22 +55,32 @@ class Term:
 class View:
     """An extra query view of a method, beyond MoCo's query and key.
 
-    The dataset draws it with its own augmentation; the model encodes it with the query
-    encoder into ``Embeddings.views[name]``.
+    The dataset draws it with its own augmentation; the model applies its transform
+    (:mod:`halp.methods.views`) and encodes it with the query encoder into
+    ``Embeddings.views[name]`` (and ``<name><suffix>`` for a transform with several
+    outputs, e.g. EADM's ``_drop``).
 
     Attributes:
         name: The view's name in ``Embeddings.views``.
         augmentation: Its load-time augmentation spec, or the config key holding it.
-        drop: Also encode it through the encoder's EADM (AimCLR Sec. 3.2), as
-            ``<name>_drop``, from the same backbone pass.
-        strong: A model-side augmentation applied to the batch before encoding
-            (``mask``: HiCLR's learnable joint mask), or the config key holding it.
+        transform: A model-side view transform registered in :mod:`halp.methods.views`
+            (``none``, ``mask``, ``adain``, ``dae``, ``eadm``), or the config key holding it.
+        options: The transform's options, ``(name, value or config key)`` pairs.
+        source: The config key the view comes from, named in error messages.
     """
 
     name: str
     augmentation: str
-    drop: bool = False
-    strong: str = "none"
+    transform: str = "none"
+    options: tuple[tuple[str, Any], ...] = ()
+    source: str = "method"
+
+    def option(self, name: str) -> Any:
+        """The (resolved) value of option ``name``."""
+        for key, value in self.options:
+            if key == name:
+                return value
+        raise KeyError(f"view {self.name!r} ({self.transform}) has no option {name!r}")
 
 
 @dataclass(frozen=True)
@@ -88,6 +98,8 @@ class Preset:
             (:class:`halp.config.BranchConfig`, HiCLR's).
         basic_augmentation: The query and key augmentation the method was published
             with; training warns when ``data.augmentation`` differs.
+        framework: The training loop that runs it: ``moco`` (:mod:`halp.train`, skeleton
+            clips) or ``graphcl`` (:mod:`halp.graphcl`, TU graphs).
     """
 
     modalities: tuple[str, ...]
@@ -96,6 +108,7 @@ class Preset:
     linear_lr: Literal["cmd", "halp"] = "halp"
     views: tuple[View, ...] | str = ()
     basic_augmentation: str | None = None
+    framework: Literal["moco", "graphcl"] = "moco"
 
     def uses(self, objective: str) -> bool:
         """Whether one of the terms is ``objective``."""
@@ -118,8 +131,21 @@ _HALP = Term("halp", weight="halp.mu", start_epoch="halp.mu_start_epoch", log_as
 _NNM = Term("nnm")  # InfoNCE, multi-positive from mining.start_epoch
 _D3M = Term("d3m", weight="aimclr.weight")
 _HIERARCHY = Term("hierarchy", weight="hiclr.hierarchy_weight")
-_AIMCLR = (View("extreme", "aimclr.extreme_augmentation", drop=True),)
+_AIMCLR = (
+    View(
+        "extreme",
+        "aimclr.extreme_augmentation",
+        transform="eadm",
+        options=(("threshold", "aimclr.eadm_threshold"),),
+        source="aimclr.extreme_augmentation",
+    ),
+)
 _HICLR = "hiclr.branches"
+_BRANCH_OPTIONS = {  # the options of HiCLR's strong transforms, by transform
+    "mask": (("ratio", "hiclr.mask_ratio"),),
+    "adain": (("mode", "hiclr.adain_mode"),),
+    "dae": (("rate", "hiclr.dae_rate"),),
+}
 _NORMAL, _BASIC = "aimclr_normal", "hiclr_basic"  # the same set under AimCLR's/HiCLR's name
 _JOINT = ("joint",)
 
@@ -175,7 +201,7 @@ def preset_of(config: PretrainConfig) -> Preset:
     return preset
 
 
-def _lookup(config: PretrainConfig, value: Any, what: str) -> Any:
+def _lookup(config: Any, value: Any, what: str) -> Any:
     """``value`` itself, or the value of the dotted config key (or property) it names."""
     if not isinstance(value, str):
         return value
@@ -190,31 +216,37 @@ def _lookup(config: PretrainConfig, value: Any, what: str) -> Any:
 def views_of(config: PretrainConfig, preset: Preset | None = None) -> tuple[View, ...]:
     """The extra query views of ``preset`` (default: ``config.method``'s), resolved.
 
-    Config keys are looked up: a view's augmentation spec and strong part, or a list of
-    HiCLR branches, which become views in order.
+    Config keys are looked up: a view's augmentation spec, transform and options, or a
+    list of HiCLR branches, which become views in order.
     """
     preset = preset or preset_of(config)
     if isinstance(preset.views, str):
-        branches = _lookup(config, preset.views, "views")
-        return tuple(View(b.name, b.augmentation, strong=b.strong) for b in branches)
+        key = preset.views
+        views = tuple(
+            View(b.name, b.augmentation, b.strong, _BRANCH_OPTIONS.get(b.strong, ()), key)
+            for b in _lookup(config, key, "views")
+        )
+    else:
+        views = preset.views
     return tuple(
         dataclasses.replace(
             v,
             augmentation=str(_lookup_key(config, v.augmentation)),
-            strong=str(_lookup_key(config, v.strong)),
+            transform=str(_lookup_key(config, v.transform)),
+            options=tuple((k, _lookup_key(config, o)) for k, o in v.options),
         )
-        for v in preset.views
+        for v in views
     )
 
 
-def _lookup_key(config: PretrainConfig, value: str) -> Any:
+def _lookup_key(config: Any, value: Any) -> Any:
     """The value of the dotted config key ``value``, or ``value`` itself if it names none."""
-    if "." not in value:
+    if not isinstance(value, str) or "." not in value:
         return value
     return _lookup(config, value, "view")
 
 
-def term_weight(config: PretrainConfig, term: Term) -> StepWeight:
+def term_weight(config: Any, term: Term) -> StepWeight:
     """The weight schedule of ``term`` under ``config``."""
     return StepWeight(
         float(_lookup(config, term.weight, "weight")),
@@ -227,8 +259,59 @@ def term_weights(config: PretrainConfig, epoch: int) -> dict[str, float]:
     return {t.objective: term_weight(config, t).at(epoch) for t in preset_of(config).terms}
 
 
-GRAPH_METHODS: dict[str, str] = {"graphcl": "GraphCL", "graphcl_halp": "GraphCL+HaLP"}
-"""The graph methods (``halp graphcl``, config key ``method``) and their display names."""
+def check_config(config: Any, preset: Preset, epochs: int, refuse: bool = False) -> list[str]:
+    """The preset's own rules for a run of ``epochs`` epochs: warnings, or a refusal.
+
+    A term with a non-zero weight that switches on only at or after the last epoch makes
+    the run the method without it, under its name: a warning, or with ``refuse`` a
+    ConfigError naming its start key (for a command whose output is a result, such as
+    ``halp graphcl``). A zero weight, and a query/key augmentation other than the
+    published one, are warnings. ``config`` is the run's configuration (skeleton or graph).
+    """
+    warnings = []
+    label = preset.label or "the method"
+    for term in preset.terms:
+        weight = term_weight(config, term)
+        if weight.value != 0 and weight.start_epoch >= epochs:
+            key = term.start_epoch if isinstance(term.start_epoch, str) else "method"
+            message = (
+                f"the {term.objective} term of {label} starts at epoch {weight.start_epoch} "
+                f"but the run has {epochs} epochs: it never switches on, so this run trains "
+                f"{label} without it (lower '{key}' below {epochs} or train longer)"
+            )
+            if refuse:
+                raise ConfigError(
+                    f"config key '{key}': {message}; a result that claims a method which "
+                    "never ran is not written"
+                )
+            warnings.append(message)
+        if weight.value == 0:
+            warnings.append(
+                f"the {term.objective} term of {label} has weight 0: this run trains "
+                f"{label} without it"
+            )
+    augmentation = getattr(getattr(config, "data", None), "augmentation", None)
+    if preset.basic_augmentation and augmentation != preset.basic_augmentation:
+        warnings.append(
+            f"{preset.label}'s query and key use data.augmentation {augmentation!r}; the "
+            f"released basic set is {preset.basic_augmentation!r} (set data.augmentation to "
+            "it unless this is meant)"
+        )
+    return warnings
+
+
+_GRAPH = ("graph",)
+GRAPH_PRESETS: dict[str, Preset] = {
+    "graphcl": Preset(_GRAPH, (Term("nt_xent"),), "GraphCL", framework="graphcl"),
+    "graphcl_halp": Preset(_GRAPH, (Term("nt_xent"), _HALP), "GraphCL+HaLP", framework="graphcl"),
+}
+"""The graph methods (``halp graphcl``, config key ``method``): one stream, ``graph``.
+
+GraphCL's NT-Xent (:mod:`halp.objectives.graphcl`), and for ``graphcl_halp`` the same
+HaLP term as the skeleton methods, switched on by the same config keys."""
+
+GRAPH_METHODS: dict[str, str] = {name: p.label for name, p in GRAPH_PRESETS.items()}
+"""The graph methods and their display names."""
 
 
 def method_label(method: str) -> str:

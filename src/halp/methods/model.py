@@ -20,10 +20,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from halp.config import PretrainConfig
-from halp.data.batch_augment import JointMask, skele_adain
 from halp.encoders import Encoder, build_encoder
-from halp.errors import ConfigError
-from halp.methods import Preset, View, preset_of, term_weight, views_of
+from halp.methods.presets import Preset, View, check_config, preset_of, term_weight, views_of
+from halp.methods.views import encode_views, transform_of
 from halp.objectives import AnchorBank, Embeddings, Objective, StepContext, build_objective
 from halp.objectives.moco import KeyQueue, momentum_update
 from halp.schedules import StepWeight
@@ -84,15 +83,12 @@ class PretrainModel(nn.Module):
             }
         )
         self.views: tuple[View, ...] = views_of(config, self.preset)
-        if arch != "stgcn" and any(v.strong == "dae" for v in self.views):
-            raise ConfigError(
-                "config key 'hiclr.branches': a branch with strong: dae drops graph edges, "
-                f"which needs encoder.arch: stgcn (it is {arch!r})"
-            )
-        if any(v.strong == "mask" for v in self.views):  # HiCLR: one learnable token each
-            self.masks = nn.ModuleDict(
-                {m: JointMask(config.hiclr.mask_ratio) for m in self.preset.modalities}
-            )
+        for view in self.views:  # learnable view state (HiCLR's mask tokens), per modality
+            transform = transform_of(view)
+            transform.check(self.query_encoder(), view, arch)
+            if transform.state_name and not hasattr(self, transform.state_name):
+                states = {m: transform.make_state(view) for m in self.preset.modalities}
+                self.add_module(transform.state_name, nn.ModuleDict(states))
         self.objectives = nn.ModuleDict(
             {
                 t.objective: build_objective(t.objective, config, self.preset.modalities, dim)
@@ -200,7 +196,7 @@ class PretrainModel(nn.Module):
     def _encode_views(
         self, clips: dict[str, dict[str, Tensor]] | None, generator: torch.Generator | None
     ) -> dict[str, dict[str, Tensor]]:
-        """Normalised query-encoder embeddings of the extra views (``<name>_drop`` too)."""
+        """Normalised query-encoder embeddings of the extra views (:mod:`halp.methods.views`)."""
         if not self.views:
             return {}
         if clips is None or any(v.name not in clips for v in self.views):
@@ -208,39 +204,31 @@ class PretrainModel(nn.Module):
                 f"method {self.config.method!r} needs the extra views "
                 f"{[v.name for v in self.views]} in every batch; got {sorted(clips or {})}"
             )
-        if generator is None and any(v.strong != "none" for v in self.views):
+        if generator is None and any(transform_of(v).random for v in self.views):
             raise ValueError(
-                f"method {self.config.method!r}: its strong augmentations draw from the step's "
+                f"method {self.config.method!r}: its view transforms draw from the step's "
                 "generator; pass one"
             )
-        out: dict[str, dict[str, Tensor]] = {}
-        for view in self.views:
-            for m, branch in self._branches():
-                x = clips[view.name][m]
-                if view.strong == "mask":
-                    mask = self.masks[m]
-                    assert isinstance(mask, JointMask) and generator is not None
-                    x = mask(x, generator)
-                elif view.strong == "adain":
-                    assert generator is not None
-                    x = skele_adain(x, generator, self.config.hiclr.adain_mode)
-                encoder = branch.encoder_q
-                with self._autocast(x):
-                    if view.strong == "dae":
-                        rate = self.config.hiclr.dae_rate
-                        z = encoder.projection(encoder.features_dropping_edges(x, rate, generator))
-                    elif view.drop:
-                        f, f_drop = encoder.features_and_dropped(
-                            x, self.config.aimclr.eadm_threshold
-                        )
-                        z, z_drop = encoder.projection(f), encoder.projection(f_drop)
-                        out.setdefault(f"{view.name}_drop", {})[m] = F.normalize(
-                            z_drop.float(), dim=1
-                        )
-                    else:
-                        z = encoder(x)
-                out.setdefault(view.name, {})[m] = F.normalize(z.float(), dim=1)
-        return out
+        encoders = {m: b.encoder_q for m, b in self._branches()}
+        return encode_views(
+            self.views, clips, encoders, self._view_state, generator, self._autocast
+        )
+
+    def _view_state(self, name: str, modality: str) -> nn.Module:
+        states = getattr(self, name)
+        assert isinstance(states, nn.ModuleDict)
+        return states[modality]
+
+    def checks(self) -> list[str]:
+        """The preset's and its objectives' rules for this configuration: warnings.
+
+        Raises ConfigError for a configuration a method refuses.
+        """
+        epochs = self.config.optim.epochs
+        found = check_config(self.config, self.preset, epochs)
+        for name in self.objectives:
+            found += self._objective(name).check(epochs)
+        return found
 
     def _autocast(self, x: Tensor) -> torch.autocast:
         """bf16 autocast of an encoder under ``optim.precision: bf16``; a no-op otherwise."""
