@@ -1,0 +1,120 @@
+"""Reliability of the readers (issue 25): data is re-checked where it is read, bad values
+are named with their true place, and nothing outside the asked-for folders is touched."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from halp.data import tu
+from halp.errors import DataFormatError, PrepareError
+
+# ------------------------------------------------------------------ TU graphs (classes 3, 7)
+
+
+@pytest.fixture
+def tu_root(tmp_path: Path) -> Path:
+    """``ROOT/X/raw`` written and recorded by ``prepare_tu`` from a synthetic dataset."""
+    tu.write_tu(tmp_path / "source", "X", tu.synthetic_tu(graphs=12, seed=0))
+    tu.prepare_tu("X", tmp_path / "root", source=tmp_path / "source")
+    return tmp_path / "root"
+
+
+def test_graph_files_edited_after_prepare_are_refused(tu_root: Path) -> None:
+    tu.load_graphs(tu_root, "X")  # as prepared: accepted
+    labels = tu_root / "X" / "raw" / "X_graph_labels.txt"
+    values = labels.read_text().split()
+    values[0] = "1" if values[0] == "-1" else "-1"  # one graph relabelled, counts kept
+    labels.write_text("\n".join(values) + "\n")
+    with pytest.raises(DataFormatError, match=r"differ from what .* verified .* class_counts"):
+        tu.load_graphs(tu_root, "X")
+
+
+def test_graph_files_copied_under_another_name_are_refused(tu_root: Path) -> None:
+    other = tu_root / "Y" / "raw"
+    other.mkdir(parents=True)
+    for path in (tu_root / "X" / "raw").iterdir():
+        (other / path.name.replace("X", "Y", 1)).write_bytes(path.read_bytes())
+    with pytest.raises(DataFormatError, match=r"prepared as 'X', not 'Y'"):
+        tu.load_graphs(tu_root, "Y")
+    (other / "manifest.json").unlink()
+    with pytest.raises(DataFormatError, match=r"manifest.json is missing"):
+        tu.load_graphs(tu_root, "Y")
+
+
+def test_a_recorded_digest_must_match_the_content(tu_root: Path) -> None:
+    edges = tu_root / "X" / "raw" / "X_A.txt"
+    lines = edges.read_text().splitlines()
+    a, b = lines[0].split(", ")
+    lines[0] = f"{b}, {a}"  # same counts, another edge
+    edges.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataFormatError, match=r"digest"):
+        tu.load_graphs(tu_root, "X")
+
+
+def test_a_twenty_digit_number_is_a_line_error(tmp_path: Path) -> None:
+    tu.write_tu(tmp_path, "X", tu.synthetic_tu(graphs=4))
+    path = tmp_path / "X_node_labels.txt"
+    lines = path.read_text().splitlines()
+    lines[4] = "12345678901234567890"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataFormatError, match=r"X_node_labels\.txt:5: 12345678901234567890 is out"):
+        tu.read_tu(tmp_path, "X")
+
+
+def test_a_huge_node_label_is_refused_before_the_one_hot(tmp_path: Path) -> None:
+    arrays = tu.synthetic_tu(graphs=6)
+    labels = arrays.node_labels.copy()
+    labels[3] = 10**12
+    tu.write_tu(tmp_path / "src", "X", tu.TuArrays(arrays.edges, arrays.graph_of_node, labels,
+                                                   arrays.graph_labels))  # fmt: skip
+    with pytest.raises(PrepareError, match=r"node labels span 0\.\.1000000000000"):
+        tu.prepare_tu("X", tmp_path / "root", source=tmp_path / "src")
+    # a folder that bypassed prepare (manifest written by hand) is refused on load too
+    raw = tmp_path / "root" / "X" / "raw"
+    tu.write_tu(raw, "X", tu.TuArrays(arrays.edges, arrays.graph_of_node, labels,
+                                      arrays.graph_labels))  # fmt: skip
+    figures = tu.figures_of(tu.read_tu(raw, "X"))
+    manifest = {"dataset": "X", "graphs": figures.graphs, "nodes": figures.nodes,
+                "edge_lines": figures.edge_lines, "class_counts": list(figures.class_counts),
+                "digest": figures.digest}  # fmt: skip
+    (raw / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataFormatError, match=r"one-hot width of 1000000000001; at most 1024"):
+        tu.load_graphs(tmp_path / "root", "X")
+
+
+@pytest.mark.parametrize("bad", [0, -3, 10_000])
+def test_a_bad_node_id_in_an_edge_is_named_with_its_line(tmp_path: Path, bad: int) -> None:
+    arrays = tu.synthetic_tu(graphs=4)
+    tu.write_tu(tmp_path, "X", arrays)
+    path = tmp_path / "X_A.txt"
+    lines = path.read_text().splitlines()
+    first = lines[6].split(", ")[0]
+    lines[6] = f"{first}, {bad}"
+    path.write_text("\n".join(lines) + "\n")
+    n = len(arrays.graph_of_node)
+    with pytest.raises(DataFormatError, match=rf"X_A\.txt:7: the edge names node {bad}, .* 1\.\.{n}"):
+        tu.read_tu(tmp_path, "X")
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "..", "/abs", ""])
+def test_a_dataset_name_cannot_leave_the_root(tmp_path: Path, name: str) -> None:
+    tu.write_tu(tmp_path / "src", "X", tu.synthetic_tu(graphs=4))
+    root = tmp_path / "a" / "b" / "root"
+    with pytest.raises(PrepareError, match=r"dataset name .* letters, digits"):
+        tu.prepare_tu(name, root, source=tmp_path / "src")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+    with pytest.raises(DataFormatError, match=r"dataset name"):
+        tu.load_graphs(root, name)
+
+
+def test_the_graph_config_refuses_a_path_as_dataset() -> None:
+    from halp.config import GraphCLConfig, load_config
+    from halp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"config key 'dataset': '\.\./\.\./x'"):
+        load_config(GraphCLConfig, None, ["dataset=../../x"])
+    assert np.isfinite(load_config(GraphCLConfig, None, ["dataset=IMDB-BINARY"]).lr)
