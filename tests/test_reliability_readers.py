@@ -96,7 +96,8 @@ def test_a_bad_node_id_in_an_edge_is_named_with_its_line(tmp_path: Path, bad: in
     lines[6] = f"{first}, {bad}"
     path.write_text("\n".join(lines) + "\n")
     n = len(arrays.graph_of_node)
-    with pytest.raises(DataFormatError, match=rf"X_A\.txt:7: the edge names node {bad}, .* 1\.\.{n}"):
+    expected = rf"X_A\.txt:7: the edge names node {bad}, .* 1\.\.{n}"
+    with pytest.raises(DataFormatError, match=expected):
         tu.read_tu(tmp_path, "X")
 
 
