@@ -4,6 +4,7 @@ are named with their true place, and nothing outside the asked-for folders is to
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -119,3 +120,34 @@ def test_the_graph_config_refuses_a_path_as_dataset() -> None:
     with pytest.raises(ConfigError, match=r"config key 'dataset': '\.\./\.\./x'"):
         load_config(GraphCLConfig, None, ["dataset=../../x"])
     assert np.isfinite(load_config(GraphCLConfig, None, ["dataset=IMDB-BINARY"]).lr)
+
+
+# ------------------------------------------------------------------ config ranges (class 2)
+
+
+@pytest.mark.parametrize(
+    ("cls", "override", "key"),
+    [
+        ("PretrainConfig", "seed=-1", "seed"),
+        ("PretrainConfig", f"seed={10**22}", "seed"),
+        ("EvalConfig", "seed=-1", "seed"),
+        ("GraphCLConfig", f"seed={2**32}", "seed"),
+        ("PretrainConfig", "encoder.hidden_size=1000000000", "encoder.hidden_size"),
+        ("GraphCLConfig", "hidden=100000", "hidden"),
+        ("PretrainConfig", "optim.epochs=100000000000", "optim.epochs"),
+        ("PretrainConfig", "optim.lr_steps=[-3]", "optim.lr_steps[0]"),
+        ("PretrainConfig", "moco.queue_size=100000000000", "moco.queue_size"),
+        ("PretrainConfig", "halp.mu=.inf", "halp.mu"),
+        ("PretrainConfig", "cmd.weight=.nan", "cmd.weight"),
+        ("PretrainConfig", "optim.weight_decay=.nan", "optim.weight_decay"),
+        ("EvalConfig", "momentum=7", "momentum"),
+        ("EvalConfig", "workers=100000", "workers"),
+    ],
+)
+def test_numeric_config_keys_are_range_checked(cls: str, override: str, key: str) -> None:
+    from halp import config
+    from halp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"config key '{re.escape(key)}'"):
+        config.load_config(getattr(config, cls), None, [override])
+    config.load_config(getattr(config, cls), None, [f"seed={2**32 - 1}"])  # the largest seed

@@ -542,7 +542,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (HalpError, OSError) as err:
         if args.debug:
             raise
-        print(f"halp {args.command}: error: {err}", file=sys.stderr)
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        print(f"halp {args.command}: error: {' '.join(lines)}", file=sys.stderr)  # one line
         return 2
     return 0
 

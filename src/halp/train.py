@@ -44,7 +44,7 @@ from halp.data.storage import check_recipe, load_split
 from halp.errors import CheckpointError, ConfigError, TrainingDiverged
 from halp.eval.health import alignment, mean_cosine, uniformity
 from halp.eval.knn import knn_top1
-from halp.io import atomic_write_text
+from halp.io import atomic_write_text, read_jsonl
 from halp.model import PretrainModel
 from halp.runtime import Process, setup_process
 from halp.schedules import step_lr
@@ -68,10 +68,8 @@ class MetricsLog:
         self.csv = run_dir / "metrics.csv"
         self.rows: list[dict[str, Any]] = []
         if keep_before is not None and self.jsonl.exists():
-            for line in self.jsonl.read_text().splitlines():
-                row = json.loads(line)
-                if row["epoch"] < keep_before:
-                    self.rows.append(row)
+            rows = read_jsonl(self.jsonl, CheckpointError)  # a damaged line: a named error
+            self.rows = [row for row in rows if row["epoch"] < keep_before]
 
     def append(self, row: dict[str, Any]) -> None:
         """Add one epoch's row and rewrite both files atomically."""

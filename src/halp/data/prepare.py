@@ -38,8 +38,8 @@ from tqdm import tqdm
 from halp import __version__
 from halp.data import crossclr, ntu, pku
 from halp.data.skeleton import MAX_FRAMES, NUM_COORDS, NUM_JOINTS, NUM_PERSONS, process_sample
-from halp.data.storage import PARTS, RECIPES, SplitWriter, manifest_recipe
-from halp.errors import DataFormatError, PrepareError, RawFormatError
+from halp.data.storage import PARTS, RECIPES, SplitWriter, load_array, manifest_recipe
+from halp.errors import DataFormatError, HalpError, PrepareError, RawFormatError
 from halp.io import MANIFEST, write_manifest
 
 log = logging.getLogger(__name__)
@@ -629,12 +629,53 @@ def _read_label_pickle(path: Path) -> tuple[list[str], list[int]]:
             obj = _ListUnpickler(fh).load()
     except FileNotFoundError:
         raise PrepareError(f"{path}: not found (expected the CMD/ISC layout)") from None
-    except (pickle.UnpicklingError, EOFError, ValueError) as err:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError) as err:
         raise PrepareError(f"{path}: not a (names, labels) label pickle: {err}") from None
-    if not (isinstance(obj, (tuple, list)) and len(obj) == 2 and len(obj[0]) == len(obj[1])):
-        raise PrepareError(f"{path}: expected a pickled (names, labels) pair of equal lengths")
-    names = [ntu.sample_name(str(n)) for n in obj[0]]
-    return names, [int(v) for v in obj[1]]
+    pair = isinstance(obj, (tuple, list)) and len(obj) == 2
+    names, labels = obj if pair else (None, None)
+    if not (
+        isinstance(names, (list, tuple))
+        and isinstance(labels, (list, tuple))
+        and len(names) == len(labels)
+        and all(isinstance(n, str) for n in names)
+        and all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in labels)
+    ):
+        raise PrepareError(
+            f"{path}: expected a pickled (names, labels) pair: a list of sample names and a "
+            "list of integer labels of equal lengths"
+        )
+    try:
+        return [ntu.sample_name(n) for n in names], [int(v) for v in labels]
+    except HalpError as err:
+        raise PrepareError(f"{path}: {err}") from None
+
+
+MAX_TRUE_FRAMES = 100_000
+"""The largest true frame count import-cmd accepts (about an hour at 30 fps; NTU clips have
+at most 300 frames, PKU-MMD instances a few thousand)."""
+
+
+def _read_frame_counts(path: Path) -> np.ndarray:
+    """A ``*_num_frame.npy``: integer frame counts in 1..MAX_TRUE_FRAMES, one per sample."""
+    try:
+        counts = load_array(path, mmap=False).reshape(-1)
+    except DataFormatError as err:
+        raise PrepareError(str(err)) from None
+    if (
+        counts.dtype.kind == "f"
+        and np.all(np.isfinite(counts))
+        and np.all(counts == counts.round())
+    ):
+        counts = counts.astype(np.int64)
+    if counts.dtype.kind not in "iu":
+        raise PrepareError(f"{path}: frame counts must be integers, found {counts.dtype}")
+    bad = np.flatnonzero((counts < 1) | (counts > MAX_TRUE_FRAMES))
+    if bad.size:
+        raise PrepareError(
+            f"{path}: sample {int(bad[0])} has frame count {int(counts[bad[0]])}; a frame count "
+            f"must be in 1..{MAX_TRUE_FRAMES} ({bad.size} sample(s) out of range)"
+        )
+    return counts.astype(np.int64)
 
 
 def import_cmd(
@@ -673,15 +714,23 @@ def import_cmd(
         data_path = src / f"{src_part}_data_joint.npy"
         if not data_path.is_file():
             raise PrepareError(f"{data_path}: not found (expected the CMD/ISC layout)")
-        data = np.load(data_path, mmap_mode="r", allow_pickle=False)
-        names, labels = _read_label_pickle(src / f"{src_part}_label.pkl")
-        frames = np.load(src / f"{src_part}_num_frame.npy", allow_pickle=False).reshape(-1)
+        try:
+            data = load_array(data_path)
+        except DataFormatError as err:
+            raise PrepareError(str(err)) from None
+        label_path = src / f"{src_part}_label.pkl"
+        names, labels = _read_label_pickle(label_path)
+        frame_path = src / f"{src_part}_num_frame.npy"
+        frames = _read_frame_counts(frame_path)
         if data.ndim != 5 or data.shape[1] != 3 or data.shape[3:] != (NUM_JOINTS, NUM_PERSONS):
             raise PrepareError(f"{data_path}: shape {data.shape}, expected (N, 3, T, 25, 2)")
+        if data.dtype.kind not in "fiu":
+            raise PrepareError(f"{data_path}: values of type {data.dtype}, expected numbers")
         if not len(data) == len(names) == len(frames):
             raise PrepareError(
-                f"{src}: {src_part} has {len(data)} arrays, {len(names)} labels "
-                f"and {len(frames)} frame counts; they must agree"
+                f"{src}: {src_part} has {len(data)} arrays ({data_path.name}), {len(names)} "
+                f"labels ({label_path.name}) and {len(frames)} frame counts ({frame_path.name}); "
+                "they must agree"
             )
         bad = [lab for lab in labels if not 0 <= lab < num_classes]
         if bad:
