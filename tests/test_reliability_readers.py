@@ -151,3 +151,106 @@ def test_numeric_config_keys_are_range_checked(cls: str, override: str, key: str
     with pytest.raises(ConfigError, match=f"config key '{re.escape(key)}'"):
         config.load_config(getattr(config, cls), None, [override])
     config.load_config(getattr(config, cls), None, [f"seed={2**32 - 1}"])  # the largest seed
+
+
+# ------------------------------------------------------------------ weak spots (class 9)
+
+
+def _skeleton(synth_ntu_raw: Path) -> Path:
+    return sorted(synth_ntu_raw.rglob("*.skeleton"))[0]
+
+
+@pytest.mark.parametrize("at", [2, 51, 200])
+def test_a_blank_line_is_reported_where_it_is(synth_ntu_raw: Path, at: int) -> None:
+    from halp.data import ntu
+    from halp.errors import RawFormatError
+
+    lines = _skeleton(synth_ntu_raw).read_bytes().split(b"\n")
+    lines.insert(at - 1, b"")  # the new line number ``at``
+    with pytest.raises(RawFormatError, match=rf"x.skeleton:{at}: blank line"):
+        ntu.parse_skeleton(b"\n".join(lines), "x.skeleton")
+    lines[at - 1] = b"  \r"  # blanks and a CRLF ending
+    with pytest.raises(RawFormatError, match=rf"x.skeleton:{at}: blank line"):
+        ntu.parse_skeleton(b"\r\n".join(lines), "x.skeleton")
+
+
+def test_trailing_blank_lines_are_still_accepted(synth_ntu_raw: Path) -> None:
+    from halp.data import ntu
+
+    raw = _skeleton(synth_ntu_raw).read_bytes()
+    assert np.array_equal(
+        ntu.parse_skeleton(raw.rstrip() + b"\n\n\n", "x"), ntu.parse_skeleton(raw, "x")
+    )
+
+
+def test_ctrl_c_during_fetch_is_one_line_and_keeps_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import urllib.request
+
+    from halp.cli import main
+
+    class Response:
+        def __init__(self) -> None:
+            self.blocks = 0
+
+        def __enter__(self) -> Response:
+            return self
+
+        def __exit__(self, *args: object) -> None:
+            return None
+
+        def read(self, size: int) -> bytes:
+            self.blocks += 1
+            if self.blocks == 3:
+                raise KeyboardInterrupt
+            return b"x" * size
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: Response())
+    out = tmp_path / "dl" / "archive.zip"
+    try:
+        status = main(
+            ["fetch", "https://example.org/a.zip", "--sha256", "0" * 64, "--out", str(out)]
+        )
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped as a traceback")
+    assert status == 130
+    assert capsys.readouterr().err.strip() == "halp fetch: interrupted (Ctrl-C)"
+    assert list((tmp_path / "dl").iterdir()) == []  # no .partial left
+
+
+def test_a_folder_named_like_a_sample_is_warned_about(
+    synth_ntu_raw: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from halp.data.prepare import find_files
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for path in sorted(synth_ntu_raw.rglob("*.skeleton"))[:3]:
+        (raw / path.name).write_bytes(path.read_bytes())
+    (raw / "S001C001P001R001A001.skeleton").mkdir()
+    with caplog.at_level("WARNING"):
+        found = find_files(raw, ".skeleton")
+    assert len(found) == 3
+    assert "S001C001P001R001A001.skeleton is a folder, not a .skeleton file" in caplog.text
+
+
+# ------------------------------------------------------------------ features (class 1)
+
+
+def test_non_finite_features_are_refused_naming_the_sample() -> None:
+    import torch
+
+    from halp.data.storage import SkeletonSplit, SplitIndex
+    from halp.errors import EvaluationError
+    from halp.eval.knn import check_features
+
+    index = SplitIndex("ntu60", "xsub", "test", 3, ["a", "b", "c"], np.zeros(3, np.int64),
+                       np.ones(3, np.int64))  # fmt: skip
+    split = SkeletonSplit(np.zeros((3, 3, 1, 25, 2), np.float32), index)
+    features = torch.ones(3, 4)
+    check_features(features, split)
+    features[1, 2] = float("nan")
+    features[2, 0] = float("inf")
+    with pytest.raises(EvaluationError, match=r"sample 1 \(b\) of ntu60/xsub/test \(and 1 more\)"):
+        check_features(features, split)

@@ -539,6 +539,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         handlers[args.command](args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"halp {args.command}: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports it
     except (HalpError, OSError) as err:
         if args.debug:
             raise

@@ -143,7 +143,14 @@ def find_files(raw: Path, suffix: str) -> dict[str, Source]:
     def unreadable(err: OSError) -> None:
         log.warning("cannot read %s (%s): its files are not prepared", err.filename, err.strerror)
 
-    for folder, _dirs, files in sorted(os.walk(raw, onerror=unreadable)):
+    for folder, dirs, files in sorted(os.walk(raw, onerror=unreadable)):
+        for name in sorted(d for d in dirs if d.endswith(suffix)):
+            log.warning(
+                "%s is a folder, not a %s file: it is not read as a sample (only the files "
+                "inside it are searched)",
+                Path(folder) / name,
+                suffix,
+            )
         for name in sorted(files):
             if not name.endswith(suffix):
                 continue
