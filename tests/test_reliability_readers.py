@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from halp.data import prepare as prepare_module
 from halp.data import tu
 from halp.errors import DataFormatError, PrepareError
 
@@ -254,3 +256,134 @@ def test_non_finite_features_are_refused_naming_the_sample() -> None:
     features[2, 0] = float("inf")
     with pytest.raises(EvaluationError, match=r"sample 1 \(b\) of ntu60/xsub/test \(and 1 more\)"):
         check_features(features, split)
+
+
+# ------------------------------------------------------------------ prepare workers (class 5)
+
+
+def _children(pid: int) -> list[int]:
+    """The live (not zombie) child processes of ``pid``, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if int(ppid) == pid and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def _slow_ntu_job(job: tuple) -> Any:
+    """The real job, 10 ms slower, so that a run lasts long enough to be interrupted."""
+    import time
+
+    time.sleep(0.01)
+    return _REAL_NTU_JOB(job)
+
+
+_REAL_NTU_JOB = prepare_module._ntu_job
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+def test_killing_a_worker_at_random_moments_never_hangs(
+    synth_ntu_raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import random
+    import signal
+    import threading
+    import time
+
+    from halp.data import prepare
+
+    monkeypatch.setattr(prepare, "_ntu_job", _slow_ntu_job)
+
+    def expired(*_: object) -> None:
+        raise TimeoutError("prepare hung after a worker was killed")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    rng = random.Random(0)
+    killed = 0
+    try:
+        for trial in range(10):
+            delay = rng.uniform(0.0, 0.6)
+
+            def kill(delay: float = delay) -> None:
+                time.sleep(delay)
+                workers = _children(os.getpid())
+                if workers:
+                    os.kill(rng.choice(workers), signal.SIGKILL)
+
+            killer = threading.Thread(target=kill)
+            killer.start()
+            signal.alarm(30)
+            out = tmp_path / f"out{trial}"
+            try:
+                prepare.prepare_ntu("ntu60", [synth_ntu_raw], out, workers=2)
+            except PrepareError as err:
+                assert "a worker process died" in str(err)
+                assert not out.exists() and not list(tmp_path.glob(f".out{trial}.*"))
+                killed += 1
+            finally:
+                signal.alarm(0)
+                killer.join()
+            deadline = time.monotonic() + 5
+            while _children(os.getpid()) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert _children(os.getpid()) == [], "workers outlived the run"
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+    assert killed >= 3  # most kills land while the run is going
+
+
+_SLOW_PREPARE = """
+import sys, time
+from halp.data import prepare
+real = prepare._ntu_job
+def slow(job):
+    time.sleep(0.5)
+    return real(job)
+prepare._ntu_job = slow
+prepare.prepare_ntu("ntu60", [sys.argv[1]], sys.argv[2], workers=2)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+def test_workers_die_with_a_killed_parent(synth_ntu_raw: Path, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_PREPARE, str(synth_ntu_raw), str(tmp_path / "out")]
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while len(workers := _children(parent.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(workers) >= 2, "the workers did not start"
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        alive = workers
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.1)
+            alive = [pid for pid in workers if _alive(pid)]
+        assert not alive, f"workers {alive} outlived their killed parent"
+    finally:
+        parent.kill()
+        parent.wait()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

@@ -13,22 +13,25 @@ ISC/CMD/HaLP (``halp.data.skeleton``, the default) or CrosSCLR/AimCLR's
 
 from __future__ import annotations
 
-import itertools
+import contextlib
+import ctypes
+import fcntl
 import json
 import logging
 import multiprocessing
 import os
 import pickle
 import shutil
+import signal
 import time
 import uuid
 import zipfile
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -256,14 +259,102 @@ def _pku_job(job: tuple[str, Source, str, list[pku.Instance], int, str]) -> Outc
         return Outcome(video, error=str(err))
 
 
+def _die_with_parent(parent: int) -> None:
+    """Make this worker process end when its parent does, however the parent ends.
+
+    On Linux the kernel sends SIGKILL at the parent's death (``PR_SET_PDEATHSIG``); the
+    worker loop also checks ``os.getppid()`` every :data:`_POLL` seconds, elsewhere too.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)  # the symbols of this process, libc's too
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):  # not Linux: the getppid check remains
+        pass
+    if os.getppid() != parent:  # the parent died before prctl
+        os._exit(1)
+
+
+_POLL = 0.5  # seconds between liveness checks of the parent (workers) and workers (parent)
+_PIPE_BYTES = 1 << 20  # a worker's outcome pipe: it need not wait while the parent writes
+
+
+def _worker_loop(
+    jobs: Connection, results: Connection, worker: Callable[[Any], Outcome], parent: int
+) -> None:
+    """A worker process: run the jobs received on ``jobs``, send outcomes on ``results``."""
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    while True:
+        while not jobs.poll(_POLL):
+            if os.getppid() != parent:
+                os._exit(1)
+        try:
+            job = jobs.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        try:
+            reply: tuple[str, Any] = ("ok", worker(job))
+        except Exception as err:  # an internal bug: re-raised in the parent
+            reply = ("error", f"{type(err).__name__}: {err}")
+        results.send(reply)
+
+
+class _Pool:
+    """Worker processes, one pipe each, watched so that none can hang the parent.
+
+    The parent waits on the pipes and on the processes' sentinels together
+    (:func:`multiprocessing.connection.wait`), so a worker killed while it holds a job is
+    seen at once and named. Every worker ends with the parent (:func:`_die_with_parent`),
+    and :meth:`close` kills any that is left.
+    """
+
+    def __init__(self, worker: Callable[[Any], Outcome], size: int) -> None:
+        context = multiprocessing.get_context("fork")
+        self.procs: list[BaseProcess] = []
+        self.jobs: list[Connection] = []  # the parent's ends: jobs out, outcomes in
+        self.conns: list[Connection] = []
+        for _ in range(size):
+            job_in, job_out = context.Pipe(duplex=False)
+            result_in, result_out = context.Pipe(duplex=False)
+            with contextlib.suppress(OSError, AttributeError):  # Linux: room for 5 outcomes
+                fcntl.fcntl(result_out.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+            proc = context.Process(
+                target=_worker_loop,
+                args=(job_in, result_out, worker, os.getpid()),
+                daemon=True,
+            )
+            proc.start()
+            job_in.close()
+            result_out.close()
+            self.procs.append(proc)
+            self.jobs.append(job_out)
+            self.conns.append(result_in)
+
+    def close(self) -> None:
+        """Stop the workers (killed if they do not stop within a second)."""
+        for conn in self.jobs:
+            with contextlib.suppress(OSError):
+                conn.send(None)
+        deadline = time.monotonic() + 1.0
+        for proc in self.procs:
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5.0)
+        for conn in (*self.jobs, *self.conns):
+            conn.close()
+
+
 def _outcomes(
     worker: Callable[[Any], Outcome], jobs: Sequence[Any], workers: int, desc: str
 ) -> Iterator[Outcome]:
     """Run jobs and yield their outcomes in job order, in worker processes if ``workers > 1``.
 
-    At most ``4 * workers`` jobs are in flight, so memory stays flat. A worker process that
-    dies (killed by the system, e.g. out of memory) fails the run with a
-    :class:`PrepareError` naming the file it was waiting for, instead of waiting forever.
+    At most ``4 * workers`` outcomes wait to be yielded, so memory stays flat. A worker
+    process that dies (killed by the system, e.g. out of memory) fails the run with a
+    :class:`PrepareError` naming the file it held, never a hang (:class:`_Pool`).
     """
     bar = tqdm(total=len(jobs), desc=desc, unit="file", disable=None, leave=False)
     try:
@@ -272,28 +363,57 @@ def _outcomes(
                 yield worker(job)
                 bar.update()
             return
-        context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            todo = iter(jobs)
-            pending: deque[tuple[Any, Future[Outcome]]] = deque()
-            for job in itertools.islice(todo, 4 * workers):
-                pending.append((job, pool.submit(worker, job)))
-            while pending:
-                job, future = pending.popleft()
-                try:
-                    outcome = future.result()
-                except BrokenProcessPool:
-                    raise PrepareError(
-                        f"a worker process died (killed by the system, e.g. out of memory) "
-                        f"while preparing {job[0]} or one of the {len(pending)} file(s) after "
-                        "it; nothing was written. Retry with fewer --workers or more memory."
-                    ) from None
-                for next_job in itertools.islice(todo, 1):
-                    pending.append((next_job, pool.submit(worker, next_job)))
-                yield outcome
-                bar.update()
+        pool = _Pool(worker, workers)
+        try:
+            yield from _pooled(pool, jobs, workers, bar)
+        finally:
+            pool.close()
     finally:
         bar.close()
+
+
+def _pooled(pool: _Pool, jobs: Sequence[Any], workers: int, bar: tqdm) -> Iterator[Outcome]:
+    """The outcomes of ``jobs`` in order, from ``pool``'s workers.
+
+    Each worker holds up to two jobs (one running, one waiting in its pipe), so it never
+    idles while the parent writes; its outcomes come back in the order it got the jobs.
+    """
+    holding: list[deque[int]] = [deque() for _ in range(workers)]  # job indices per worker
+    done: dict[int, Outcome] = {}
+    next_job, next_out = 0, 0
+    while next_out < len(jobs):
+        for w in range(workers):  # top the workers up, within the window
+            while len(holding[w]) < 2 and next_job < min(len(jobs), next_out + 4 * workers):
+                holding[w].append(next_job)
+                next_job += 1
+                with contextlib.suppress(OSError):  # a dead worker: seen by its sentinel
+                    pool.jobs[w].send(jobs[holding[w][-1]])
+        ready = set(wait([*pool.conns, *(p.sentinel for p in pool.procs)], timeout=_POLL))
+        for w, (conn, proc) in enumerate(zip(pool.conns, pool.procs, strict=True)):
+            if conn in ready:
+                try:
+                    status, value = conn.recv()
+                except (EOFError, OSError):  # the pipe closed: the worker is gone
+                    status, value = "died", None
+                if status == "ok":
+                    done[holding[w].popleft()] = value
+                    continue
+                if status == "error":
+                    raise RuntimeError(f"a worker failed on {jobs[holding[w][0]][0]}: {value}")
+            elif proc.sentinel not in ready:
+                continue
+            held = holding[w]
+            where = f"while preparing {jobs[held[0]][0]}" if held else "between files"
+            proc.join(1.0)
+            raise PrepareError(
+                f"a worker process died (exit code {proc.exitcode}; killed by the system, e.g. "
+                f"out of memory) {where}; nothing was written. Retry with fewer --workers or "
+                "more memory."
+            )
+        while next_out in done:
+            yield done.pop(next_out)
+            next_out += 1
+            bar.update()
 
 
 @dataclass
