@@ -269,6 +269,10 @@ READERS: dict[str, Reader] = {
     "tu-source": Reader("prepare", _copytree("tu_source", "src"),
                         lambda i, w: ["prepare", "tu", "X", "--source", str(w / "src"),
                                       "--out", str(w / "root")]),
+    "tu-zip": Reader("prepare",
+                     lambda i, w: shutil.make_archive(str(w / "X"), "zip", i.tu_source) and None,
+                     lambda i, w: ["prepare", "tu", "X", "--source", str(w / "X.zip"),
+                                   "--out", str(w / "root")]),
     "tu-prepared": Reader("graphcl", _copytree("tu_root", "root"),
                           lambda i, w: ["graphcl", "--set", "dataset=X", "--set",
                                         f"root={w / 'root'}", "--set", "epochs=1",
@@ -368,6 +372,8 @@ CASES: list[tuple[str, str | None, Callable[[Path], None] | None, str]] = [
     *[("pku-raw", PKU_SKELETON, d, "A01N01-L.txt") for d in (truncate, empty, garbage)],
     *[("pku-raw", PKU_LABEL, d, "A01N01-L.txt") for d in (empty, garbage)],
     ("pku-raw", PKU_LABEL, text("1,10,99999999999999999999999,1\n"), "A01N01-L.txt"),
+    *[("pku-raw", "raw/cross_subject_v2.txt", d, "cross_subject_v2.txt")
+      for d in (empty, garbage, text("Training videos:\nA01N01-L, Z99\n"))],
     # raw TU files (prepare tu) and prepared TU folders (graphcl)
     *[("tu-source", "src/X_A.txt", d, "X_A.txt") for d in (truncate, garbage)],
     ("tu-source", "src/X_graph_indicator.txt", empty, "X_graph_indicator.txt"),
@@ -376,6 +382,7 @@ CASES: list[tuple[str, str | None, Callable[[Path], None] | None, str]] = [
     ("tu-source", "src/X_node_labels.txt", lines_edit(line(1, "1000000000000")), "labels"),
     ("tu-source", "src/X_graph_labels.txt", lines_edit(line(1, "1.5")), "X_graph_labels"),
     ("tu-source", "src/X_graph_indicator.txt", garbage, "X_graph_indicator.txt"),
+    *[("tu-zip", "X.zip", d, "X.zip") for d in (truncate, empty, garbage)],
     *[("tu-prepared", "root/X/raw/X_graph_labels.txt", d, "X_graph_labels.txt")
       for d in (truncate, empty, garbage)],
     ("tu-prepared", "root/X/raw/X_graph_labels.txt", lines_edit(line(0, "7")), "manifest"),
