@@ -262,26 +262,28 @@ def test_non_finite_features_are_refused_naming_the_sample() -> None:
 
 
 def _children(pid: int) -> list[int]:
-    """The live (not zombie) child processes of ``pid``, from /proc."""
+    """The live (not zombie) forked children of ``pid`` (same command line), from /proc."""
     found = []
+    command = Path(f"/proc/{pid}/cmdline").read_bytes()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
+            forked = (entry / "cmdline").read_bytes() == command
         except OSError:
             continue
         state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-        if int(ppid) == pid and state != "Z":
+        if int(ppid) == pid and state != "Z" and forked:
             found.append(int(entry.name))
     return found
 
 
 def _slow_ntu_job(job: tuple) -> Any:
-    """The real job, 10 ms slower, so that a run lasts long enough to be interrupted."""
+    """The real job, 30 ms slower, so that a run lasts long enough to be interrupted."""
     import time
 
-    time.sleep(0.01)
+    time.sleep(0.03)
     return _REAL_NTU_JOB(job)
 
 
