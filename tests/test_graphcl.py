@@ -99,7 +99,8 @@ def test_anchor_fifo_keeps_the_most_recent_in_order() -> None:
 @pytest.fixture(scope="module")
 def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tu")
-    tu.write_tu(root / "SYNTH" / "raw", "SYNTH", tu.synthetic_tu(graphs=96, seed=0))
+    tu.write_tu(root / "source", "SYNTH", tu.synthetic_tu(graphs=96, seed=0))
+    tu.prepare_tu("SYNTH", root, source=root / "source")
     return root
 
 

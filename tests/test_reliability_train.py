@@ -3,9 +3,13 @@ results never come from wrong or stale inputs, and a bad state is never kept as 
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import logging
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -170,24 +174,47 @@ def test_index_files_with_missing_keys_are_named(data: Path, tmp_path: Path) -> 
         read_index(tmp_path / "train.json")
 
 
+class _FullDisk(io.FileIO):
+    """A file on a disk that fills up after ``room`` bytes (as ENOSPC, what the OS raises)."""
+
+    def __init__(self, path: Path, room: int) -> None:
+        super().__init__(path, "wb")
+        self.room = room
+
+    def write(self, data: Any) -> int:
+        size = memoryview(data).nbytes
+        if size > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= size
+        return super().write(data)
+
+
+@pytest.mark.parametrize("room", [700, 20_000])
 def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(
-    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    room: int,
 ) -> None:
-    import errno
+    from halp import checkpoint
 
     run = tmp_path / "run"
     pretrain(smoke(data / "xsub"), run)
     good = (run / CHECKPOINT).read_bytes()
-
-    def full(obj: object, f: object, *args: object, **kwargs: object) -> None:
-        Path(str(f)).write_bytes(b"half a checkpoint")
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(torch, "save", full)
-    with pytest.raises(OSError, match="No space left on device"):
+    # the real torch.save writes into the full disk: it raises "RuntimeError: ... unexpected
+    # pos ..." by itself, which must reach the user as the operating system's error
+    monkeypatch.setattr(checkpoint, "_open", lambda path: _FullDisk(path, room))
+    with pytest.raises(OSError, match=r"No space left on device: '.*checkpoint.pt'"):
         pretrain(smoke(data / "xsub", "optim.epochs=2"), run, resume=True)
     assert (run / CHECKPOINT).read_bytes() == good
     assert not list(run.glob("*.partial")) and not list(run.glob(".*.partial"))
+    args = ["--set", f"data.root={data / 'xsub'}", "--set", "optim.epochs=2"]
+    args += ["--set", "log.knn_every=0", "--run", str(run), "--resume"]
+    assert main(["-q", "pretrain", "--config", "builtin:smoke", *args]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("halp pretrain: error: [Errno 28] No space left on device: ")
+    assert (run / CHECKPOINT).read_bytes() == good
 
 
 def test_prepare_reports_each_warning_once(synth_ntu_raw: Path, tmp_path: Path) -> None:

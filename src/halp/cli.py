@@ -539,10 +539,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         handlers[args.command](args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"halp {args.command}: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports it
     except (HalpError, OSError) as err:
         if args.debug:
             raise
-        print(f"halp {args.command}: error: {err}", file=sys.stderr)
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        print(f"halp {args.command}: error: {' '.join(lines)}", file=sys.stderr)  # one line
         return 2
     return 0
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -32,6 +34,31 @@ def _require(ok: bool, key: str, value: Any, rule: str) -> None:
         raise ConfigError(f"config key '{key}': {value!r} is invalid; it must be {rule}")
 
 
+MAX_SEED = 2**32 - 1
+"""The largest seed: numpy's legacy generators and DataLoader workers take 32-bit seeds."""
+MAX_WIDTH = 4096
+"""The widest layer (4 times the paper's BiGRU width of 1024): a BiGRU layer that wide
+holds about 1.2 GB of weights, and twice as wide 4.8 GB, beyond what the machines we
+target (and the paper's) can train; a larger value is a typo, refused before allocating."""
+MAX_COUNT = 1 << 30
+"""The upper bound of counts with no natural limit (epochs, queue, batch, steps)."""
+
+
+def _seed(value: int, key: str) -> None:
+    """Check a seed: an integer in 0..MAX_SEED."""
+    _require(0 <= value <= MAX_SEED, key, value, f"in 0..{MAX_SEED} (2**32 - 1)")
+
+
+def _count(value: int, key: str, low: int, high: int = MAX_COUNT) -> None:
+    """Check an integer count: in ``low..high``."""
+    _require(low <= value <= high, key, value, f"in {low}..{high}")
+
+
+def _finite(value: float, key: str) -> None:
+    """Check a float: finite (not NaN or infinite)."""
+    _require(math.isfinite(value), key, value, "a finite number")
+
+
 @dataclasses.dataclass
 class EncoderConfig:
     """The skeleton encoder: the paper's BiGRU (Sec. 4.2) or AimCLR/HiCLR's ST-GCN."""
@@ -50,9 +77,9 @@ class EncoderConfig:
 
     def __post_init__(self) -> None:
         """Check value ranges when the configuration is built, before any training."""
-        for key in ("hidden_size", "num_layers", "proj_hidden", "out_dim", "width", "feature_dim"):
-            value = getattr(self, key)
-            _require(value >= 1, f"encoder.{key}", value, "at least 1")
+        for key in ("hidden_size", "proj_hidden", "out_dim", "width", "feature_dim"):
+            _count(getattr(self, key), f"encoder.{key}", 1, MAX_WIDTH)
+        _count(self.num_layers, "encoder.num_layers", 1, 64)
         _require(0.0 <= self.dropout < 1.0, "encoder.dropout", self.dropout, "in [0, 1)")
 
 
@@ -70,8 +97,8 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         """Check value ranges when the configuration is built, before any training."""
-        _require(self.frames >= 1, "data.frames", self.frames, "at least 1")
-        _require(self.workers >= 0, "data.workers", self.workers, "0 or more")
+        _count(self.frames, "data.frames", 1, 10_000)
+        _count(self.workers, "data.workers", 0, 1024)
         a, b = self.scale
         _require(0.0 < a <= b <= 1.0, "data.scale", list(self.scale), "[a, b] with 0 < a <= b <= 1")
 
@@ -86,9 +113,10 @@ class MocoConfig:
 
     def __post_init__(self) -> None:
         """Check value ranges when the configuration is built, before any training."""
-        _require(self.queue_size >= 1, "moco.queue_size", self.queue_size, "at least 1")
+        _count(self.queue_size, "moco.queue_size", 1, 1 << 24)
         _require(0.0 <= self.momentum <= 1.0, "moco.momentum", self.momentum, "in [0, 1]")
-        _require(self.temperature > 0, "moco.temperature", self.temperature, "positive")
+        ok = 0 < self.temperature < math.inf
+        _require(ok, "moco.temperature", self.temperature, "positive and finite")
 
 
 @dataclasses.dataclass
@@ -115,20 +143,21 @@ class HalpConfig:
 
     def __post_init__(self) -> None:
         """Check value ranges when the configuration is built, before any training."""
-        _require(self.num_prototypes >= 2, "halp.num_prototypes", self.num_prototypes, "at least 2")
+        _count(self.num_prototypes, "halp.num_prototypes", 2, 1 << 16)
         _require(
             self.top_k >= self.num_prototypes,
             "halp.top_k",
             self.top_k,
             f"at least halp.num_prototypes ({self.num_prototypes})",
         )
-        _require(self.refresh_every >= 1, "halp.refresh_every", self.refresh_every, "at least 1")
-        _require(self.num_positives >= 1, "halp.num_positives", self.num_positives, "at least 1")
+        _count(self.top_k, "halp.top_k", 2, 1 << 24)
+        _count(self.refresh_every, "halp.refresh_every", 1)
+        _count(self.num_positives, "halp.num_positives", 1, 1 << 16)
         _require(0.0 <= self.lam <= 1.0, "halp.lam", self.lam, "in [0, 1]")
-        _require(self.mu >= 0.0, "halp.mu", self.mu, "0 or more")
-        _require(self.mu_start_epoch >= 0, "halp.mu_start_epoch", self.mu_start_epoch, "0 or more")
-        _require(self.warmup_samples >= 0, "halp.warmup_samples", self.warmup_samples, "0 or more")
-        _require(self.kmeans_iters >= 0, "halp.kmeans_iters", self.kmeans_iters, "0 or more")
+        _require(0.0 <= self.mu < math.inf, "halp.mu", self.mu, "a finite number, 0 or more")
+        _count(self.mu_start_epoch, "halp.mu_start_epoch", 0)
+        _count(self.warmup_samples, "halp.warmup_samples", 0)
+        _count(self.kmeans_iters, "halp.kmeans_iters", 0, 100_000)
 
 
 @dataclasses.dataclass
@@ -142,10 +171,11 @@ class CmdConfig:
 
     def __post_init__(self) -> None:
         """Check value ranges when the configuration is built, before any training."""
-        _require(self.topk >= 1, "cmd.topk", self.topk, "at least 1")
+        _count(self.topk, "cmd.topk", 1, 1 << 24)
         for key in ("teacher_temperature", "student_temperature"):
             value = getattr(self, key)
-            _require(value > 0, f"cmd.{key}", value, "positive")
+            _require(0 < value < math.inf, f"cmd.{key}", value, "positive and finite")
+        _require(0 <= self.weight < math.inf, "cmd.weight", self.weight, "finite, 0 or more")
 
 
 @dataclasses.dataclass
@@ -164,8 +194,8 @@ class MiningConfig:
 
     def __post_init__(self) -> None:
         """Check value ranges when the configuration is built, before any training."""
-        _require(self.start_epoch >= 0, "mining.start_epoch", self.start_epoch, "0 or more")
-        _require(self.topk >= 1, "mining.topk", self.topk, "at least 1")
+        _count(self.start_epoch, "mining.start_epoch", 0)
+        _count(self.topk, "mining.topk", 1, 1 << 24)
 
 
 @dataclasses.dataclass
@@ -185,7 +215,7 @@ class AimclrConfig:
             self.eadm_threshold,
             "above sigmoid(0.5) = 0.6225 (lower drops everything; above 1 drops nothing)",
         )
-        _require(self.weight >= 0, "aimclr.weight", self.weight, "0 or more")
+        _require(0 <= self.weight < math.inf, "aimclr.weight", self.weight, "finite, 0 or more")
 
 
 @dataclasses.dataclass
@@ -233,7 +263,8 @@ class HiclrConfig:
         names = [b.name for b in self.branches]
         _require(len(set(names)) == len(names), "hiclr.branches", names, "uniquely named")
         if self.weight is not None:
-            _require(self.weight >= 0, "hiclr.weight", self.weight, "0 or more (or null)")
+            ok = 0 <= self.weight < math.inf
+            _require(ok, "hiclr.weight", self.weight, "finite, 0 or more (or null)")
 
     @property
     def hierarchy_weight(self) -> float:
@@ -262,9 +293,13 @@ class OptimConfig:
     def __post_init__(self) -> None:
         """Check value ranges when the configuration is built, before any training."""
         _require(0.0 <= self.lr < float("inf"), "optim.lr", self.lr, "a finite number >= 0")
-        _require(self.batch_size >= 1, "optim.batch_size", self.batch_size, "at least 1")
-        _require(self.epochs >= 1, "optim.epochs", self.epochs, "at least 1")
-        _require(self.lr_gamma > 0, "optim.lr_gamma", self.lr_gamma, "positive")
+        _require(0.0 <= self.momentum <= 1.0, "optim.momentum", self.momentum, "in [0, 1]")
+        _finite(self.weight_decay, "optim.weight_decay")
+        _count(self.batch_size, "optim.batch_size", 1, 1 << 20)
+        _count(self.epochs, "optim.epochs", 1, 1_000_000)
+        for i, step in enumerate(self.lr_steps):
+            _count(step, f"optim.lr_steps[{i}]", 0, 1_000_000)
+        _require(0 < self.lr_gamma < math.inf, "optim.lr_gamma", self.lr_gamma, "positive")
 
 
 @dataclasses.dataclass
@@ -284,11 +319,11 @@ class LogConfig:
 
     def __post_init__(self) -> None:
         """Check value ranges when the configuration is built, before any training."""
-        _require(self.knn_every >= 0, "log.knn_every", self.knn_every, "0 (never) or more")
-        _require(self.sync_every >= 1, "log.sync_every", self.sync_every, "at least 1")
-        _require(self.save_every >= 0, "log.save_every", self.save_every, "0 (latest only) or more")
-        _require(self.health_samples >= 0, "log.health_samples", self.health_samples, "0 or more")
-        _require(self.health_every >= 1, "log.health_every", self.health_every, "at least 1")
+        _count(self.knn_every, "log.knn_every", 0)
+        _count(self.sync_every, "log.sync_every", 1)
+        _count(self.save_every, "log.save_every", 0)
+        _count(self.health_samples, "log.health_samples", 0, 1 << 16)
+        _count(self.health_every, "log.health_every", 1)
         _require(
             -1.0 <= self.collapse_cosine <= 1.0,
             "log.collapse_cosine",
@@ -319,6 +354,7 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         """Check value ranges when the configuration is built, before any training."""
+        _seed(self.seed, "seed")
         queue = self.moco.queue_size
         _require(
             self.halp.top_k <= queue,
@@ -375,12 +411,17 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         """Check value ranges when the configuration is built, before any training."""
+        _seed(self.seed, "seed")
         for key in ("batch_size", "epochs", "eval_every", "repeats", "k"):
-            value = getattr(self, key)
-            _require(value >= 1, key, value, "at least 1")
+            _count(getattr(self, key), key, 1, 1_000_000)
         if self.frames is not None:
-            _require(self.frames >= 1, "frames", self.frames, "at least 1 (or null)")
-        _require(self.workers >= 0, "workers", self.workers, "0 or more")
+            _count(self.frames, "frames", 1, 10_000)
+        _count(self.workers, "workers", 0, 1024)
+        _require(0.0 <= self.momentum <= 1.0, "momentum", self.momentum, "in [0, 1]")
+        _finite(self.weight_decay, "weight_decay")
+        _require(0 < self.lr_gamma < math.inf, "lr_gamma", self.lr_gamma, "positive")
+        for i, step in enumerate(self.lr_steps):
+            _count(step, f"lr_steps[{i}]", 0, 1_000_000)
         _require(0.0 < self.keep <= 1.0, "keep", self.keep, "in (0, 1]")
         fraction = self.label_fraction
         _require(0.0 < fraction <= 1.0, "label_fraction", fraction, "in (0, 1]")
@@ -452,16 +493,20 @@ class GraphCLConfig:
 
     def __post_init__(self) -> None:
         """Check value ranges when the configuration is built, before any training."""
-        for key in ("hidden", "layers", "epochs", "batch_size"):
-            value = getattr(self, key)
-            _require(value >= 1, key, value, "at least 1")
+        _seed(self.seed, "seed")
+        ok = re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", self.dataset) is not None
+        _require(ok, "dataset", self.dataset, "a TU name: letters, digits, '_', '-' (no '/')")
+        _count(self.hidden, "hidden", 1, MAX_WIDTH)
+        _count(self.layers, "layers", 1, 64)
+        _count(self.epochs, "epochs", 1, 1_000_000)
+        _count(self.batch_size, "batch_size", 1, 1 << 20)
         for key in ("drop_ratio", "subgraph_ratio", "perturb_ratio", "mask_ratio"):
             value = getattr(self, key)
             _require(0.0 <= value < 1.0, key, value, "in [0, 1)")
-        _require(self.lr > 0, "lr", self.lr, "positive")
-        _require(self.temperature > 0, "temperature", self.temperature, "positive")
+        _require(0 < self.lr < math.inf, "lr", self.lr, "positive and finite")
+        _require(0 < self.temperature < math.inf, "temperature", self.temperature, "positive")
         _require(self.batch_size >= 2, "batch_size", self.batch_size, "at least 2 (NT-Xent)")
-        _require(self.threads >= 0, "threads", self.threads, "0 or more")
+        _count(self.threads, "threads", 0, 1024)
         # keys of the skeleton methods' HaLP that have no meaning inside GraphCL
         _require(
             self.halp.anchor == "key",
@@ -649,3 +694,7 @@ def _config_text(path: Path | str) -> tuple[str, str]:
         return Path(path).read_text(encoding="utf-8"), name
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path}: not a text (UTF-8) YAML file (byte {err.start}); give a YAML config"
+        ) from None

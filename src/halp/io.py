@@ -77,3 +77,32 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_jsonl(path: Path, error: type[Exception], key: str = "epoch") -> list[dict[str, Any]]:
+    """The rows of a JSON-lines file whose every row is an object with an integer ``key``.
+
+    Blank lines are skipped (a file that was rewritten by hand may hold some).
+
+    Raises:
+        error: naming ``path`` and the line, for text that is not UTF-8, a line that is
+            not JSON, or a row that is not an object with an integer ``key``.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise error(f"{path}: not UTF-8 text (byte {err.start}); it is damaged") from None
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise error(f"{path}:{number}: not valid JSON ({err.msg})") from None
+        value = row.get(key) if isinstance(row, dict) else None
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise error(f"{path}:{number}: expected an object with an integer {key!r}")
+        rows.append(row)
+    return rows

@@ -35,6 +35,9 @@ def fetch(url: str, out: Path, sha256: str, timeout: float = 60.0) -> Path:
     except OSError as err:
         tmp.unlink(missing_ok=True)
         raise FetchError(f"downloading {url} failed: {err}") from None
+    except BaseException:  # Ctrl-C (KeyboardInterrupt), a signal: keep nothing
+        tmp.unlink(missing_ok=True)
+        raise
     if digest.hexdigest() != expected:
         tmp.unlink(missing_ok=True)
         raise FetchError(

@@ -21,6 +21,7 @@ from halp.errors import RawFormatError, SampleNameError, quote
 NAME_RE = re.compile(r"^S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})$")
 _ALLOWED = b"0123456789.eE+- \t\r\n"
 _BAD_CHAR = re.compile(r"[^0-9.eE+\- \t\r\n]")
+_BLANK_LINE = re.compile(r"\n[ \t\r]*\n")
 NAME_HELP = "expected SsssCcccPpppRrrrAaaa, e.g. S001C002P003R002A013"
 
 # Cross-subject training performers (the NTU-120 list; its first 20 are NTU-60's).
@@ -249,6 +250,10 @@ def parse_skeleton(raw: bytes, origin: str) -> np.ndarray:
     lines = text.split("\n")
     while lines and not lines[-1].strip():
         lines.pop()
+    blank = _BLANK_LINE.search(text.rstrip())
+    if blank is not None:  # every later line would be misread: name this one
+        line_no = text.count("\n", 0, blank.start()) + 2
+        raise RawFormatError(origin, line_no, "blank line (the format has none)")
     num_frames = _count(lines, 0, origin, "frame count", "on line 1")
     if num_frames == 0:
         raise RawFormatError(origin, 1, "the frame count is 0")

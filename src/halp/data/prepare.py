@@ -13,22 +13,25 @@ ISC/CMD/HaLP (``halp.data.skeleton``, the default) or CrosSCLR/AimCLR's
 
 from __future__ import annotations
 
-import itertools
+import contextlib
+import ctypes
+import fcntl
 import json
 import logging
 import multiprocessing
 import os
 import pickle
 import shutil
+import signal
 import time
 import uuid
 import zipfile
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -38,8 +41,8 @@ from tqdm import tqdm
 from halp import __version__
 from halp.data import crossclr, ntu, pku
 from halp.data.skeleton import MAX_FRAMES, NUM_COORDS, NUM_JOINTS, NUM_PERSONS, process_sample
-from halp.data.storage import PARTS, RECIPES, SplitWriter, manifest_recipe
-from halp.errors import DataFormatError, PrepareError, RawFormatError
+from halp.data.storage import PARTS, RECIPES, SplitWriter, load_array, manifest_recipe
+from halp.errors import DataFormatError, HalpError, PrepareError, RawFormatError
 from halp.io import MANIFEST, write_manifest
 
 log = logging.getLogger(__name__)
@@ -143,7 +146,14 @@ def find_files(raw: Path, suffix: str) -> dict[str, Source]:
     def unreadable(err: OSError) -> None:
         log.warning("cannot read %s (%s): its files are not prepared", err.filename, err.strerror)
 
-    for folder, _dirs, files in sorted(os.walk(raw, onerror=unreadable)):
+    for folder, dirs, files in sorted(os.walk(raw, onerror=unreadable)):
+        for name in sorted(d for d in dirs if d.endswith(suffix)):
+            log.warning(
+                "%s is a folder, not a %s file: it is not read as a sample (only the files "
+                "inside it are searched)",
+                Path(folder) / name,
+                suffix,
+            )
         for name in sorted(files):
             if not name.endswith(suffix):
                 continue
@@ -249,14 +259,102 @@ def _pku_job(job: tuple[str, Source, str, list[pku.Instance], int, str]) -> Outc
         return Outcome(video, error=str(err))
 
 
+def _die_with_parent(parent: int) -> None:
+    """Make this worker process end when its parent does, however the parent ends.
+
+    On Linux the kernel sends SIGKILL at the parent's death (``PR_SET_PDEATHSIG``); the
+    worker loop also checks ``os.getppid()`` every :data:`_POLL` seconds, elsewhere too.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)  # the symbols of this process, libc's too
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):  # not Linux: the getppid check remains
+        pass
+    if os.getppid() != parent:  # the parent died before prctl
+        os._exit(1)
+
+
+_POLL = 0.5  # seconds between liveness checks of the parent (workers) and workers (parent)
+_PIPE_BYTES = 1 << 20  # a worker's outcome pipe: it need not wait while the parent writes
+
+
+def _worker_loop(
+    jobs: Connection, results: Connection, worker: Callable[[Any], Outcome], parent: int
+) -> None:
+    """A worker process: run the jobs received on ``jobs``, send outcomes on ``results``."""
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    while True:
+        while not jobs.poll(_POLL):
+            if os.getppid() != parent:
+                os._exit(1)
+        try:
+            job = jobs.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        try:
+            reply: tuple[str, Any] = ("ok", worker(job))
+        except Exception as err:  # an internal bug: re-raised in the parent
+            reply = ("error", f"{type(err).__name__}: {err}")
+        results.send(reply)
+
+
+class _Pool:
+    """Worker processes, one pipe each, watched so that none can hang the parent.
+
+    The parent waits on the pipes and on the processes' sentinels together
+    (:func:`multiprocessing.connection.wait`), so a worker killed while it holds a job is
+    seen at once and named. Every worker ends with the parent (:func:`_die_with_parent`),
+    and :meth:`close` kills any that is left.
+    """
+
+    def __init__(self, worker: Callable[[Any], Outcome], size: int) -> None:
+        context = multiprocessing.get_context("fork")
+        self.procs: list[BaseProcess] = []
+        self.jobs: list[Connection] = []  # the parent's ends: jobs out, outcomes in
+        self.conns: list[Connection] = []
+        for _ in range(size):
+            job_in, job_out = context.Pipe(duplex=False)
+            result_in, result_out = context.Pipe(duplex=False)
+            with contextlib.suppress(OSError, AttributeError):  # Linux: room for 5 outcomes
+                fcntl.fcntl(result_out.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+            proc = context.Process(
+                target=_worker_loop,
+                args=(job_in, result_out, worker, os.getpid()),
+                daemon=True,
+            )
+            proc.start()
+            job_in.close()
+            result_out.close()
+            self.procs.append(proc)
+            self.jobs.append(job_out)
+            self.conns.append(result_in)
+
+    def close(self) -> None:
+        """Stop the workers (killed if they do not stop within a second)."""
+        for conn in self.jobs:
+            with contextlib.suppress(OSError):
+                conn.send(None)
+        deadline = time.monotonic() + 1.0
+        for proc in self.procs:
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5.0)
+        for conn in (*self.jobs, *self.conns):
+            conn.close()
+
+
 def _outcomes(
     worker: Callable[[Any], Outcome], jobs: Sequence[Any], workers: int, desc: str
 ) -> Iterator[Outcome]:
     """Run jobs and yield their outcomes in job order, in worker processes if ``workers > 1``.
 
-    At most ``4 * workers`` jobs are in flight, so memory stays flat. A worker process that
-    dies (killed by the system, e.g. out of memory) fails the run with a
-    :class:`PrepareError` naming the file it was waiting for, instead of waiting forever.
+    At most ``4 * workers`` outcomes wait to be yielded, so memory stays flat. A worker
+    process that dies (killed by the system, e.g. out of memory) fails the run with a
+    :class:`PrepareError` naming the file it held, never a hang (:class:`_Pool`).
     """
     bar = tqdm(total=len(jobs), desc=desc, unit="file", disable=None, leave=False)
     try:
@@ -265,28 +363,57 @@ def _outcomes(
                 yield worker(job)
                 bar.update()
             return
-        context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            todo = iter(jobs)
-            pending: deque[tuple[Any, Future[Outcome]]] = deque()
-            for job in itertools.islice(todo, 4 * workers):
-                pending.append((job, pool.submit(worker, job)))
-            while pending:
-                job, future = pending.popleft()
-                try:
-                    outcome = future.result()
-                except BrokenProcessPool:
-                    raise PrepareError(
-                        f"a worker process died (killed by the system, e.g. out of memory) "
-                        f"while preparing {job[0]} or one of the {len(pending)} file(s) after "
-                        "it; nothing was written. Retry with fewer --workers or more memory."
-                    ) from None
-                for next_job in itertools.islice(todo, 1):
-                    pending.append((next_job, pool.submit(worker, next_job)))
-                yield outcome
-                bar.update()
+        pool = _Pool(worker, workers)
+        try:
+            yield from _pooled(pool, jobs, workers, bar)
+        finally:
+            pool.close()
     finally:
         bar.close()
+
+
+def _pooled(pool: _Pool, jobs: Sequence[Any], workers: int, bar: tqdm) -> Iterator[Outcome]:
+    """The outcomes of ``jobs`` in order, from ``pool``'s workers.
+
+    Each worker holds up to two jobs (one running, one waiting in its pipe), so it never
+    idles while the parent writes; its outcomes come back in the order it got the jobs.
+    """
+    holding: list[deque[int]] = [deque() for _ in range(workers)]  # job indices per worker
+    done: dict[int, Outcome] = {}
+    next_job, next_out = 0, 0
+    while next_out < len(jobs):
+        for w in range(workers):  # top the workers up, within the window
+            while len(holding[w]) < 2 and next_job < min(len(jobs), next_out + 4 * workers):
+                holding[w].append(next_job)
+                next_job += 1
+                with contextlib.suppress(OSError):  # a dead worker: seen by its sentinel
+                    pool.jobs[w].send(jobs[holding[w][-1]])
+        ready = set(wait([*pool.conns, *(p.sentinel for p in pool.procs)], timeout=_POLL))
+        for w, (conn, proc) in enumerate(zip(pool.conns, pool.procs, strict=True)):
+            if conn in ready:
+                try:
+                    status, value = conn.recv()
+                except (EOFError, OSError):  # the pipe closed: the worker is gone
+                    status, value = "died", None
+                if status == "ok":
+                    done[holding[w].popleft()] = value
+                    continue
+                if status == "error":
+                    raise RuntimeError(f"a worker failed on {jobs[holding[w][0]][0]}: {value}")
+            elif proc.sentinel not in ready:
+                continue
+            held = holding[w]
+            where = f"while preparing {jobs[held[0]][0]}" if held else "between files"
+            proc.join(1.0)
+            raise PrepareError(
+                f"a worker process died (exit code {proc.exitcode}; killed by the system, e.g. "
+                f"out of memory) {where}; nothing was written. Retry with fewer --workers or "
+                "more memory."
+            )
+        while next_out in done:
+            yield done.pop(next_out)
+            next_out += 1
+            bar.update()
 
 
 @dataclass
@@ -629,12 +756,53 @@ def _read_label_pickle(path: Path) -> tuple[list[str], list[int]]:
             obj = _ListUnpickler(fh).load()
     except FileNotFoundError:
         raise PrepareError(f"{path}: not found (expected the CMD/ISC layout)") from None
-    except (pickle.UnpicklingError, EOFError, ValueError) as err:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError) as err:
         raise PrepareError(f"{path}: not a (names, labels) label pickle: {err}") from None
-    if not (isinstance(obj, (tuple, list)) and len(obj) == 2 and len(obj[0]) == len(obj[1])):
-        raise PrepareError(f"{path}: expected a pickled (names, labels) pair of equal lengths")
-    names = [ntu.sample_name(str(n)) for n in obj[0]]
-    return names, [int(v) for v in obj[1]]
+    pair = isinstance(obj, (tuple, list)) and len(obj) == 2
+    names, labels = obj if pair else (None, None)
+    if not (
+        isinstance(names, (list, tuple))
+        and isinstance(labels, (list, tuple))
+        and len(names) == len(labels)
+        and all(isinstance(n, str) for n in names)
+        and all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in labels)
+    ):
+        raise PrepareError(
+            f"{path}: expected a pickled (names, labels) pair: a list of sample names and a "
+            "list of integer labels of equal lengths"
+        )
+    try:
+        return [ntu.sample_name(n) for n in names], [int(v) for v in labels]
+    except HalpError as err:
+        raise PrepareError(f"{path}: {err}") from None
+
+
+MAX_TRUE_FRAMES = 100_000
+"""The largest true frame count import-cmd accepts (about an hour at 30 fps; NTU clips have
+at most 300 frames, PKU-MMD instances a few thousand)."""
+
+
+def _read_frame_counts(path: Path) -> np.ndarray:
+    """A ``*_num_frame.npy``: integer frame counts in 1..MAX_TRUE_FRAMES, one per sample."""
+    try:
+        counts = load_array(path, mmap=False).reshape(-1)
+    except DataFormatError as err:
+        raise PrepareError(str(err)) from None
+    if (
+        counts.dtype.kind == "f"
+        and np.all(np.isfinite(counts))
+        and np.all(counts == counts.round())
+    ):
+        counts = counts.astype(np.int64)
+    if counts.dtype.kind not in "iu":
+        raise PrepareError(f"{path}: frame counts must be integers, found {counts.dtype}")
+    bad = np.flatnonzero((counts < 1) | (counts > MAX_TRUE_FRAMES))
+    if bad.size:
+        raise PrepareError(
+            f"{path}: sample {int(bad[0])} has frame count {int(counts[bad[0]])}; a frame count "
+            f"must be in 1..{MAX_TRUE_FRAMES} ({bad.size} sample(s) out of range)"
+        )
+    return counts.astype(np.int64)
 
 
 def import_cmd(
@@ -673,15 +841,23 @@ def import_cmd(
         data_path = src / f"{src_part}_data_joint.npy"
         if not data_path.is_file():
             raise PrepareError(f"{data_path}: not found (expected the CMD/ISC layout)")
-        data = np.load(data_path, mmap_mode="r", allow_pickle=False)
-        names, labels = _read_label_pickle(src / f"{src_part}_label.pkl")
-        frames = np.load(src / f"{src_part}_num_frame.npy", allow_pickle=False).reshape(-1)
+        try:
+            data = load_array(data_path)
+        except DataFormatError as err:
+            raise PrepareError(str(err)) from None
+        label_path = src / f"{src_part}_label.pkl"
+        names, labels = _read_label_pickle(label_path)
+        frame_path = src / f"{src_part}_num_frame.npy"
+        frames = _read_frame_counts(frame_path)
         if data.ndim != 5 or data.shape[1] != 3 or data.shape[3:] != (NUM_JOINTS, NUM_PERSONS):
             raise PrepareError(f"{data_path}: shape {data.shape}, expected (N, 3, T, 25, 2)")
+        if data.dtype.kind not in "fiu":
+            raise PrepareError(f"{data_path}: values of type {data.dtype}, expected numbers")
         if not len(data) == len(names) == len(frames):
             raise PrepareError(
-                f"{src}: {src_part} has {len(data)} arrays, {len(names)} labels "
-                f"and {len(frames)} frame counts; they must agree"
+                f"{src}: {src_part} has {len(data)} arrays ({data_path.name}), {len(names)} "
+                f"labels ({label_path.name}) and {len(frames)} frame counts ({frame_path.name}); "
+                "they must agree"
             )
         bad = [lab for lab in labels if not 0 <= lab < num_classes]
         if bad:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
+import re
 import shutil
 import tempfile
 import urllib.request
@@ -30,13 +32,40 @@ import numpy as np
 import torch
 
 from halp.errors import DataFormatError, FetchError, PrepareError
-from halp.io import write_manifest
+from halp.io import MANIFEST, write_manifest
 
 TU_URL = "https://www.chrsmrrs.com/graphkerneldatasets/{name}.zip"
 """The official TU Dortmund collection; ``{name}`` is replaced by the dataset name."""
 
 PARTS = ("A", "graph_indicator", "graph_labels", "node_labels")
 """The raw files the experiments need (edge labels and node attributes are not used)."""
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+"""A dataset name: letters, digits, ``_`` and ``-`` (every TU name, e.g. ``IMDB-BINARY``);
+no ``/`` or ``..``, so ``ROOT/NAME`` never leaves ``ROOT``."""
+
+MAX_ONE_HOT = 1024
+"""The widest one-hot node feature: node labels span at most 1024 values. The four
+datasets of the poster span 3 to 89 (DD), and every TU dataset with node labels far
+fewer than 1024; a wider span is a damaged file (a one-hot of 10^12 columns would need
+petabytes), refused before anything is allocated."""
+
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def check_name(name: str) -> str:
+    """Return ``name`` if it is a valid dataset name (:data:`NAME_PATTERN`).
+
+    Raises:
+        DataFormatError: naming the name and what is allowed.
+    """
+    if not NAME_PATTERN.fullmatch(name):
+        raise DataFormatError(
+            f"dataset name {name!r}: use letters, digits, '_' and '-' only (at most 64, "
+            "e.g. MUTAG or IMDB-BINARY); a name is a folder under the root and may not "
+            "hold '/' or '..'"
+        )
+    return name
 
 
 @dataclass(frozen=True)
@@ -115,7 +144,7 @@ def _parse_ints(text: str, path: Path, columns: int) -> np.ndarray:
     lines = [line for line in text.splitlines() if line.strip()]
     try:
         values = np.array(text.replace(",", " ").split(), dtype=np.int64)
-    except ValueError:
+    except (ValueError, OverflowError):
         values = None
     shaped = all(line.count(",") == columns - 1 for line in lines)
     if values is not None and shaped and values.size == columns * len(lines):
@@ -124,13 +153,25 @@ def _parse_ints(text: str, path: Path, columns: int) -> np.ndarray:
         if not line.strip():
             continue
         fields = line.replace(",", " ").split()
-        ok = len(fields) == columns and all(f.lstrip("-").isdigit() for f in fields)
+        ok = len(fields) == columns and all(_is_int(f) for f in fields)
         if not ok:
             raise DataFormatError(
                 f"{path}:{number}: expected {columns} integer(s) separated by a comma, "
                 f"got {line.strip()[:60]!r}; re-download the dataset with `halp prepare tu`"
             )
+        big = [f for f in fields if not _INT64[0] <= int(f) <= _INT64[1]]
+        if big:
+            raise DataFormatError(
+                f"{path}:{number}: {big[0][:30]} is out of range (64-bit integers); "
+                "re-download the dataset with `halp prepare tu`"
+            )
     raise DataFormatError(f"{path}: could not parse it as {columns} integer(s) per line")
+
+
+def _is_int(field: str) -> bool:
+    """Whether ``field`` is a decimal integer (optional leading ``-``, ASCII digits)."""
+    digits = field[1:] if field.startswith("-") else field
+    return digits.isascii() and digits.isdigit()
 
 
 def read_tu(folder: Path | str, name: str) -> TuArrays:
@@ -174,9 +215,13 @@ def read_tu(folder: Path | str, name: str) -> TuArrays:
         )
     if np.any(np.diff(graph_of_node) < 0) or np.unique(graph_of_node).size != g:
         raise DataFormatError(f"{indicator}: every graph's nodes must be contiguous and non-empty")
-    if edges.size and (edges.min() < 0 or edges.max() >= n):
+    outside = (edges < 0) | (edges >= n)
+    if outside.any():
+        line = int(np.argmax(outside.any(axis=1)))
+        node = int(edges[line][outside[line]][0]) + 1
         raise DataFormatError(
-            f"{texts['A'][0]}: an edge names node {int(edges.max()) + 1}, but there are {n} nodes"
+            f"{texts['A'][0]}:{line + 1}: the edge names node {node}, but the nodes are "
+            f"numbered 1..{n} (lines of {indicator})"
         )
     if edges.size and np.any(graph_of_node[edges[:, 0]] != graph_of_node[edges[:, 1]]):
         bad = int(np.argmax(graph_of_node[edges[:, 0]] != graph_of_node[edges[:, 1]]))
@@ -292,7 +337,10 @@ def prepare_tu(
         The written ``raw`` folder. An existing one is replaced only after the new copy
         verified; a run killed midway leaves the old folder (or none) in place.
     """
-    raw = Path(root) / name / "raw"
+    try:
+        raw = Path(root) / check_name(name) / "raw"
+    except DataFormatError as err:
+        raise PrepareError(str(err)) from None
     raw.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=raw.parent))
     try:
@@ -312,6 +360,10 @@ def prepare_tu(
         except DataFormatError as err:
             raise PrepareError(f"{where}: {err}") from None
         verify(arrays, name, where)
+        try:
+            _check_span(arrays, f"{where}: {name}_node_labels.txt")
+        except DataFormatError as err:
+            raise PrepareError(str(err)) from None
         figures = figures_of(arrays)
         write_manifest(
             staging,
@@ -367,14 +419,83 @@ class GraphData:
         return len(self.x)
 
 
+def check_prepared(raw: Path, name: str, arrays: TuArrays) -> None:
+    """Refuse ``raw`` unless its ``manifest.json`` (of :func:`prepare_tu`) vouches for ``arrays``.
+
+    The files read must be those that were verified when prepared: the manifest names
+    the dataset and records its counts and content digest (:func:`canonical_digest`);
+    a known dataset is also checked against :data:`KNOWN` again.
+
+    Raises:
+        DataFormatError: the manifest is missing or unreadable, names another dataset,
+            or a figure differs (each difference named).
+    """
+    manifest = Path(raw) / MANIFEST
+    again = f"run `halp prepare tu {name} --out ROOT` again"
+    try:
+        recorded = json.loads(manifest.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataFormatError(
+            f"{manifest} is missing: {raw} was not written (and verified) by "
+            f"`halp prepare tu`; {again}"
+        ) from None
+    except (ValueError, OSError) as err:
+        raise DataFormatError(f"{manifest}: unreadable ({err}); {again}") from None
+    if not isinstance(recorded, dict):
+        raise DataFormatError(f"{manifest}: not a manifest of `halp prepare tu`; {again}")
+    if recorded.get("dataset") != name:
+        raise DataFormatError(
+            f"{manifest}: the files were prepared as {recorded.get('dataset')!r}, not "
+            f"{name!r} (copied from another dataset?); {again}"
+        )
+    found = figures_of(arrays)
+    expected = {
+        "graphs": found.graphs,
+        "nodes": found.nodes,
+        "edge_lines": found.edge_lines,
+        "class_counts": list(found.class_counts),
+        "digest": found.digest,
+    }
+    wrong = [
+        f"{key} {value!r} (manifest: {recorded.get(key)!r})"
+        for key, value in expected.items()
+        if recorded.get(key) != value
+    ]
+    if wrong:
+        raise DataFormatError(
+            f"{raw}: the files differ from what `halp prepare tu` verified and recorded in "
+            f"{manifest}: " + "; ".join(wrong) + f" (edited or replaced since?); {again}"
+        )
+    try:
+        verify(arrays, name, str(raw))
+    except PrepareError as err:
+        raise DataFormatError(str(err)) from None
+
+
+def _check_span(arrays: TuArrays, path: Path | str) -> int:
+    """The lowest node label, after checking that the labels span at most MAX_ONE_HOT."""
+    low, high = int(arrays.node_labels.min()), int(arrays.node_labels.max())
+    if high - low + 1 > MAX_ONE_HOT:
+        raise DataFormatError(
+            f"{path}: node labels span {low}..{high}, a one-hot width of {high - low + 1}; "
+            f"at most {MAX_ONE_HOT} is supported (TU datasets span under 100)"
+        )
+    return low
+
+
 def load_graphs(root: Path | str, name: str) -> GraphData:
     """Load ``root/NAME/raw`` (as written by :func:`prepare_tu`) into per-graph tensors.
 
-    Node features: one-hot of ``node_label - min(node_label)`` with width ``max - min + 1``
-    (torch-geometric's reading of TU node labels); node attributes are not used.
+    The files are checked against their manifest first (:func:`check_prepared`). Node
+    features: one-hot of ``node_label - min(node_label)`` with width ``max - min + 1``
+    (torch-geometric's reading of TU node labels), at most :data:`MAX_ONE_HOT`; node
+    attributes are not used.
     """
-    arrays = read_tu(Path(root) / name / "raw", name)
-    labels = arrays.node_labels - arrays.node_labels.min()
+    raw = Path(root) / check_name(name) / "raw"
+    arrays = read_tu(raw, name)
+    check_prepared(raw, name, arrays)
+    low = _check_span(arrays, raw / f"{name}_node_labels.txt")
+    labels = arrays.node_labels - low
     onehot = np.zeros((labels.shape[0], int(labels.max()) + 1), dtype=np.float32)
     onehot[np.arange(labels.shape[0]), labels] = 1.0
     starts = np.searchsorted(arrays.graph_of_node, np.arange(arrays.num_graphs + 1))

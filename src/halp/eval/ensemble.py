@@ -237,7 +237,12 @@ def read_member(name: str, path: Path) -> Member:
     seed = int(arrays["seed"]) if "seed" in arrays else -1
     top1 = top1_of(scores, labels)
     expected = _expected_top1(data, seed)
-    if expected is not None and not math.isclose(top1, expected, abs_tol=TOP1_TOLERANCE):
+    if expected is None:
+        raise EvaluationError(
+            f"member {name!r}: {path} reports no numeric metrics.top1 to check its scores "
+            f"against (damaged?); {_rerun_hint(path, data)}"
+        )
+    if not math.isclose(top1, expected, abs_tol=TOP1_TOLERANCE):
         raise EvaluationError(
             f"member {name!r}: the scores in {npz_path} give top-1 {top1:.6f} % but {path} "
             f"reports {expected:.6f} %; they come from different classifiers. "

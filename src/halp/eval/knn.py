@@ -99,4 +99,23 @@ def knn_top1(
     )
     g, gl = extract_features(encoder, gallery, device=device)
     f, fl = extract_features(encoder, queries, device=device)
+    for split, feats in ((train, g), (test, f)):
+        check_features(feats, split)
     return knn_accuracy(g, gl, f, fl, k=k)
+
+
+def check_features(features: Tensor, split: SkeletonSplit) -> None:
+    """Refuse features with NaN or inf (a NaN row would be every query's nearest neighbour).
+
+    Raises:
+        EvaluationError: naming the first such sample of ``split``.
+    """
+    bad = ~torch.isfinite(features).all(dim=1)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        idx = split.index
+        raise EvaluationError(
+            f"the encoder's features of sample {i} ({idx.names[i]}) of {idx.dataset}/"
+            f"{idx.benchmark}/{idx.part} (and {int(bad.sum()) - 1} more) hold NaN or infinite "
+            "values; the checkpoint's weights or the data are broken"
+        )

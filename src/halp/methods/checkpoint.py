@@ -21,19 +21,20 @@ Format versions:
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, BinaryIO, cast
 
 import torch
 import torch.distributed as dist
 
 from halp import __version__
 from halp.config import PretrainConfig, from_dict, to_dict
-from halp.errors import CheckpointError
+from halp.errors import CheckpointError, ConfigError
 from halp.io import atomic_path
 from halp.methods.model import PretrainModel
 from halp.objectives import Objective
@@ -49,10 +50,55 @@ _V1 = "halp-pretrain/1"
 RESUMABLE_CHANGES = ("optim.epochs", "log.", "data.workers", "data.root", "device")
 
 
+class _WriteErrors(io.RawIOBase):
+    """A binary file that remembers the first ``OSError`` its writes raised.
+
+    ``torch.save`` turns a failed write (a full disk, a lost mount) into a
+    ``RuntimeError: ... unexpected pos ...``; the remembered error lets
+    :func:`save_checkpoint` report what the operating system said.
+    """
+
+    def __init__(self, fh: BinaryIO) -> None:
+        super().__init__()
+        self.fh = fh
+        self.error: OSError | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+
+def _open(path: Path) -> BinaryIO:
+    """Open ``path`` for writing (a seam for tests that simulate a full disk)."""
+    return open(path, "wb")
+
+
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """``torch.save`` through a temporary file and an atomic rename."""
-    with atomic_path(Path(path)) as tmp:
-        torch.save(payload, tmp)
+    """``torch.save`` through a temporary file and an atomic rename.
+
+    Raises:
+        OSError: what the operating system said when a write failed, naming ``path``
+            (e.g. ``[Errno 28] No space left on device``); ``path`` is untouched.
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        sink: _WriteErrors | None = None
+        try:
+            with _open(tmp) as fh:
+                sink = _WriteErrors(fh)
+                torch.save(payload, cast(IO[bytes], sink))
+        except RuntimeError:
+            if sink is None or sink.error is None:
+                raise
+            raise OSError(sink.error.errno, sink.error.strerror, str(path)) from None
+        except OSError as err:  # a write outside torch's writer, or the final flush
+            raise OSError(err.errno, err.strerror, str(path)) from None
 
 
 def _migrate_v1(payload: dict[str, Any]) -> dict[str, Any]:
@@ -85,17 +131,53 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many kinds here
-        raise CheckpointError(f"{path}: not a loadable checkpoint ({err})") from None
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: not a loadable checkpoint ({first[:200]})") from None
     found = payload.get("format") if isinstance(payload, dict) else None
-    if found == _V1:
-        return _migrate_v1(payload)
-    if found != CHECKPOINT_FORMAT:
+    if found not in (_V1, CHECKPOINT_FORMAT):
         detail = f"format {found!r}" if isinstance(found, str) else "no format field"
         raise CheckpointError(
             f"{path}: not a halp pretraining checkpoint this version can read ({detail}; "
             f"expected {CHECKPOINT_FORMAT!r} or {_V1!r})"
         )
-    return payload
+    check_payload(path, payload)
+    return _migrate_v1(payload) if found == _V1 else payload
+
+
+def check_payload(path: Path, payload: dict[str, Any]) -> None:
+    """Refuse a checkpoint whose fields are missing, of the wrong type or not finite.
+
+    Checked: ``config`` (a valid configuration), ``epoch`` (an integer, 0 or more),
+    ``model`` (a mapping of names to tensors, every floating tensor finite: weights of
+    NaN would give a number that means nothing), ``data`` (a mapping, if present).
+
+    Raises:
+        CheckpointError: naming ``path`` and the field (or tensor).
+    """
+    for key, kind in (("model", dict), ("config", dict), ("epoch", int)):
+        value = payload.get(key)
+        if value is None:
+            raise CheckpointError(f"{path}: the checkpoint has no {key!r}; it is incomplete")
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise CheckpointError(
+                f"{path}: {key!r} is a {type(value).__name__}, expected a {kind.__name__}"
+            )
+    if payload["epoch"] < 0:
+        raise CheckpointError(f"{path}: 'epoch' is {payload['epoch']}, expected 0 or more")
+    if not isinstance(payload.get("data", {}), dict):
+        raise CheckpointError(f"{path}: 'data' is not a mapping")
+    try:
+        config_of(payload)
+    except ConfigError as err:
+        raise CheckpointError(f"{path}: its stored configuration is invalid: {err}") from None
+    for name, tensor in payload["model"].items():
+        if not isinstance(tensor, torch.Tensor):
+            raise CheckpointError(f"{path}: model entry {name!r} is not a tensor")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(
+                f"{path}: the weights {name!r} hold NaN or infinite values; the checkpoint "
+                "cannot be evaluated or resumed (use an earlier one)"
+            )
 
 
 def config_of(payload: dict[str, Any]) -> PretrainConfig:

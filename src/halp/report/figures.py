@@ -28,7 +28,6 @@ PDFs carry no creation date, so the same inputs give the same files.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import re
@@ -38,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from halp.errors import TablesError
-from halp.io import atomic_write_bytes, atomic_write_text
+from halp.io import atomic_write_bytes, atomic_write_text, read_jsonl
 from halp.methods import PRESETS, method_label
 from halp.report import published as pub
 from halp.report.naming import EVAL_NAME, variant_label
@@ -56,18 +55,7 @@ _LINESTYLES = {"joint": "-", "motion": "--", "bone": ":"}
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """The rows of a ``metrics.jsonl`` (blank lines skipped), sorted by epoch."""
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise TablesError(f"{path}:{number}: not valid JSON ({err})") from err
-        if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
-            raise TablesError(f"{path}:{number}: expected an object with an integer 'epoch'")
-        rows.append(row)
-    return sorted(rows, key=lambda r: r["epoch"])
+    return sorted(read_jsonl(path, TablesError), key=lambda r: r["epoch"])
 
 
 def read_runs(runs_dir: Path) -> dict[str, dict[str, list[dict[str, Any]]]]:

@@ -28,7 +28,7 @@ from halp.io import atomic_write_json
 def _load(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise TablesError(f"{path}: not a readable results JSON ({err})") from None
     if not isinstance(data, dict) or data.get("kind") != "graph_svm_seed":
         raise TablesError(f"{path}: not a per-seed graph result (written by `halp graphcl`)")

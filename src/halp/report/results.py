@@ -164,7 +164,7 @@ def read_graph_result(path: Path) -> dict[str, Any]:
     """A ``tu_{dataset}_{method}_svm.json`` summary, checked against its name."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise TablesError(f"{path}: not valid JSON ({err})") from None
     match = GRAPH_NAME.match(path.name)
     assert match is not None

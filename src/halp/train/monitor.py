@@ -21,9 +21,9 @@ from typing import Any
 import torch
 
 from halp.data.loaders import PretrainDataset
-from halp.errors import TrainingDiverged
+from halp.errors import CheckpointError, TrainingDiverged
 from halp.eval.health import alignment, mean_cosine, uniformity
-from halp.io import atomic_write_text
+from halp.io import atomic_write_text, read_jsonl
 from halp.methods.model import PretrainModel
 
 log = logging.getLogger(__name__)
@@ -37,10 +37,8 @@ class MetricsLog:
         self.csv = run_dir / "metrics.csv"
         self.rows: list[dict[str, Any]] = []
         if keep_before is not None and self.jsonl.exists():
-            for line in self.jsonl.read_text().splitlines():
-                row = json.loads(line)
-                if row["epoch"] < keep_before:
-                    self.rows.append(row)
+            rows = read_jsonl(self.jsonl, CheckpointError)  # a damaged line: a named error
+            self.rows = [row for row in rows if row["epoch"] < keep_before]
 
     def append(self, row: dict[str, Any]) -> None:
         """Add one epoch's row and rewrite both files atomically."""
