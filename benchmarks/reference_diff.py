@@ -1,0 +1,878 @@
+"""Step-by-step differential check of a method's training step against the released code.
+
+    python benchmarks/reference_diff.py --method halp --ref /tmp/ref-HaLP [--steps 3]
+
+DIR (``--ref``) is a checkout of the authors' repository. The script imports the released
+model and loss code from a temporary copy of DIR (patched at run time only where it cannot
+run on a CPU or on the current torch; every patch is printed), builds the package's
+``halp.model.PretrainModel`` and the released model from one state dict, feeds both the
+same inputs for ``--steps`` consecutive steps with every random draw injected identically,
+and compares after each step:
+
+* each loss term and the total loss;
+* the gradient of every parameter;
+* every parameter and buffer after the SGD step (BatchNorm statistics included);
+* the key encoder after the momentum update;
+* the queue and its pointer after the enqueue;
+* HaLP: the keys each prototype refresh clusters, the prototypes, and the hallucinated
+  positives.
+
+The package runs in its authors' mode (``halp.tc_sampling/psel/t_star: reference``,
+``encoder.reference_forward: true``); each of those keys is then switched to the paper's
+value alone, from the same state and inputs, and its effect on every compared quantity is
+reported under ``deviations``.
+
+Output: one JSON line per method, ``{"method", "ref_repo", "ref_commit", "steps",
+"max_abs_diff", "patches", "deviations", ...}``. Exit status 0 when every compared
+quantity agrees to ``--tol`` (1e-5, float32); 1 otherwise, naming the first disagreeing
+quantity on stderr; 2 for a bad command line or a checkout that is not the expected
+repository. No released code is copied into the project: the copy lives in a temporary
+directory for the run only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import dataclasses
+import importlib
+import io
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import types
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+TOL = 1e-5
+"""Largest accepted absolute difference of any compared quantity (float32)."""
+
+
+class RefError(Exception):
+    """The checkout given with --ref cannot be used (wrong repository, patch no longer applies)."""
+
+
+# --------------------------------------------------------------------------------------
+# The package, through as few entry points as possible
+# --------------------------------------------------------------------------------------
+
+
+def _package() -> types.SimpleNamespace:
+    """The package's model, config and the modules whose draws are recorded."""
+    from halp import model as model_module
+    from halp.config import PretrainConfig, from_dict
+
+    halp_objective = importlib.import_module("halp.objectives.halp")
+    poshal = sys.modules[halp_objective.hallucinate.__module__]
+    return types.SimpleNamespace(
+        PretrainModel=model_module.PretrainModel,
+        PretrainConfig=PretrainConfig,
+        from_dict=from_dict,
+        halp_objective=halp_objective,
+        poshal=poshal,
+    )
+
+
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """Build and run both sides in ``dtype`` (parameters, inputs, buffers)."""
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(saved)
+
+
+@contextlib.contextmanager
+def _wrapped(module: Any, name: str, make: Callable[[Any], Any]) -> Iterator[None]:
+    """Temporarily replace ``module.name`` by ``make(original)``."""
+    original = getattr(module, name)
+    setattr(module, name, make(original))
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
+
+
+# --------------------------------------------------------------------------------------
+# Loading the released code from a patched temporary copy
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Patch:
+    """A textual change of one released file in the temporary copy (never of the math)."""
+
+    file: str
+    old: str
+    new: str
+    why: str
+    count: int = 1  # occurrences expected
+
+    def describe(self) -> str:
+        return f"{self.file}: {self.old.strip()!r} -> {self.new.strip()!r} ({self.why})"
+
+
+@dataclass(frozen=True)
+class Stub:
+    """A module the released code imports that is replaced for the run (listed as a patch)."""
+
+    name: str
+    attrs: dict[str, Any]
+    why: str
+
+    def describe(self) -> str:
+        return f"import {self.name}: stub module ({self.why})"
+
+
+def git_commit(ref: Path) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(ref), "rev-parse", "HEAD"], capture_output=True, text=True
+        )
+    except OSError:
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+@contextlib.contextmanager
+def released_modules(
+    ref: Path, package: str, modules: list[str], patches: list[Patch], stubs: list[Stub]
+) -> Iterator[dict[str, types.ModuleType]]:
+    """Import ``package.<module>`` for each of ``modules`` from a patched copy of ``ref``.
+
+    The copy of ``ref/package`` lives in a temporary directory; the released package name
+    and the stubs are removed from ``sys.modules`` afterwards, so several checkouts can be
+    loaded in one process. A patch whose text is not found raises RefError.
+    """
+    src = ref / package
+    if not src.is_dir():
+        raise RefError(f"--ref {ref}: no folder {package}/ (is this the right repository?)")
+    with tempfile.TemporaryDirectory(prefix="refdiff-") as tmp:
+        dst = Path(tmp) / package
+        shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        for p in patches:
+            path = Path(tmp) / p.file
+            if not path.is_file():
+                raise RefError(f"--ref {ref}: no file {p.file} to patch")
+            text = path.read_text()
+            found = text.count(p.old)
+            if found != p.count:
+                raise RefError(
+                    f"--ref {ref}: patch of {p.file} expects {p.count} occurrence(s) of "
+                    f"{p.old.strip()!r}, found {found}: the checkout is not the expected commit"
+                )
+            path.write_text(text.replace(p.old, p.new))
+        saved = {k: v for k, v in sys.modules.items() if k == package or k.startswith(package + ".")}
+        for k in saved:
+            del sys.modules[k]
+        stubbed: list[str] = []
+        for stub in stubs:
+            parts = stub.name.split(".")
+            for i in range(1, len(parts) + 1):
+                name = ".".join(parts[:i])
+                if name not in sys.modules or name in stubbed:
+                    mod = sys.modules.get(name) if name in stubbed else types.ModuleType(name)
+                    assert mod is not None
+                    sys.modules[name] = mod
+                    if name not in stubbed:
+                        stubbed.append(name)
+            for key, value in stub.attrs.items():
+                setattr(sys.modules[stub.name], key, value)
+        sys.path.insert(0, tmp)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # the released code prints
+                loaded = {m: importlib.import_module(f"{package}.{m}") for m in modules}
+            yield loaded
+        finally:
+            sys.path.remove(tmp)
+            for k in [k for k in sys.modules if k == package or k.startswith(package + ".")]:
+                del sys.modules[k]
+            for name in stubbed:
+                sys.modules.pop(name, None)
+            sys.modules.update(saved)
+
+
+# --------------------------------------------------------------------------------------
+# Comparison bookkeeping
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Comparison:
+    """Per-quantity largest differences over the steps, and the first disagreement."""
+
+    tol: float
+    max_abs: dict[str, float] = field(default_factory=dict)
+    first_failure: str | None = None
+
+    def add(self, group: str, name: str, ours: Tensor, theirs: Tensor, step: int) -> None:
+        """Compare one quantity; ``group`` is the key it is summarised under."""
+        ours = ours.detach().double().cpu()
+        theirs = theirs.detach().double().cpu()
+        if ours.shape != theirs.shape:
+            diff = float("inf")
+        else:
+            d = (ours - theirs).abs()
+            both_nan = torch.isnan(ours) & torch.isnan(theirs)
+            d = torch.where(both_nan, torch.zeros_like(d), d)
+            d = torch.where(torch.isnan(d), torch.full_like(d, float("inf")), d)
+            diff = float(d.max()) if d.numel() else 0.0
+        self.max_abs[group] = max(self.max_abs.get(group, 0.0), diff)
+        if diff > self.tol and self.first_failure is None:
+            what = name if ours.shape == theirs.shape else f"{name} (shape {tuple(ours.shape)} vs {tuple(theirs.shape)})"
+            self.first_failure = f"{what} at step {step}: max |diff| = {diff:.3g} > {self.tol:g}"
+
+
+def compare_states(
+    cmp: Comparison,
+    ours: dict[str, Tensor],
+    theirs: dict[str, Tensor],
+    step: int,
+    classify: Callable[[str], str],
+) -> None:
+    """Compare two name-aligned dicts of tensors, each entry under ``classify(name)``."""
+    missing = sorted(set(ours) ^ set(theirs))
+    if missing:
+        raise AssertionError(f"internal: quantities on one side only: {missing[:5]}")
+    for name in ours:
+        cmp.add(classify(name), name, ours[name], theirs[name], step)
+
+
+# --------------------------------------------------------------------------------------
+# Injected draws
+# --------------------------------------------------------------------------------------
+
+
+class DrawLog:
+    """What the package drew in one step, for the released code to draw the same."""
+
+    def __init__(self) -> None:
+        self.selected: list[Tensor] = []  # (B, Ng) prototype indices, per modality call
+        self.u: list[Tensor] = []  # (B, Ng) U[0, 1) behind each t_c
+        self.positives: list[Tensor] = []  # (B, Ng, D) hallucinated positives
+        self.kmeans_input: list[Tensor] = []  # (M, K, D) keys clustered
+        self.centres: list[Tensor] = []  # (M, P, D) prototypes
+
+    def clear(self) -> None:
+        for v in vars(self).values():
+            v.clear()
+
+
+@contextlib.contextmanager
+def record_package_draws(pkg: types.SimpleNamespace, log: DrawLog) -> Iterator[None]:
+    """Record the package's P_sel, t_c uniforms, positives and k-means inputs/outputs."""
+    poshal, hobj = pkg.poshal, pkg.halp_objective
+
+    def wrap_select(orig: Callable[..., Tensor]) -> Callable[..., Tensor]:
+        def select(*args: Any, **kwargs: Any) -> Tensor:
+            out = orig(*args, **kwargs)
+            log.selected.append(out.detach().clone())
+            return out
+
+        return select
+
+    def wrap_tc(orig: Callable[..., Tensor]) -> Callable[..., Tensor]:
+        def sample(t_star: Tensor, lam: float, generator: torch.Generator, mode: str = "paper") -> Tensor:
+            state = generator.get_state()
+            out = orig(t_star, lam, generator, mode)
+            if mode != "fixed":  # the same U[0, 1) the package drew, re-drawn from a copy
+                replay = torch.Generator(device=generator.device)
+                replay.set_state(state)
+                u = torch.rand(t_star.shape, generator=replay, device=generator.device)
+                log.u.append(u.to(t_star.device))
+            return out
+
+        return sample
+
+    def wrap_hal(orig: Callable[..., Any]) -> Callable[..., Any]:
+        def hallucinate(*args: Any, **kwargs: Any) -> Any:
+            out = orig(*args, **kwargs)
+            log.positives.append(out.h.detach().clone())
+            return out
+
+        return hallucinate
+
+    def wrap_kmeans(orig: Callable[..., Tensor]) -> Callable[..., Tensor]:
+        def kmeans(keys: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+            out = orig(keys, *args, **kwargs)
+            log.kmeans_input.append(keys.detach().clone())
+            log.centres.append(out.detach().clone())
+            return out
+
+        return kmeans
+
+    with (
+        _wrapped(poshal, "select_other_prototypes", wrap_select),
+        _wrapped(poshal, "sample_tc", wrap_tc),
+        _wrapped(hobj, "hallucinate", wrap_hal),
+        _wrapped(hobj, "spherical_kmeans", wrap_kmeans),
+    ):
+        yield
+
+
+class _InjectedUniform:
+    """Stands in for ``torch.FloatTensor(n)``; its ``uniform_(0, lam)`` returns the injected draw."""
+
+    def __init__(self, queue: list[Tensor], n: int) -> None:
+        self.queue, self.n = queue, n
+
+    def uniform_(self, low: float, high: float) -> Tensor:
+        if not self.queue:
+            raise AssertionError("the released code drew more t_c uniforms than the package")
+        u = self.queue.pop(0).reshape(-1).float()
+        if u.numel() != self.n or low != 0:
+            raise AssertionError(f"uniform draw of {self.n} in [{low}, {high}) vs {u.numel()} injected")
+        return u * high  # U(0, lam) from the package's U[0, 1): the same number
+
+
+class _TorchWithInjectedDraws(types.ModuleType):
+    """``torch`` for the released generator module, with ``FloatTensor(n)`` injected."""
+
+    def __init__(self, queue: list[Tensor]) -> None:
+        super().__init__("torch")
+        self._queue = queue
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(torch, name)
+
+    def FloatTensor(self, *size: int) -> Any:  # noqa: N802 - the name the released code calls
+        if len(size) == 1 and isinstance(size[0], int):
+            return _InjectedUniform(self._queue, size[0])
+        return torch.FloatTensor(*size)
+
+
+class _NumpyWithInjectedChoice(types.ModuleType):
+    """``numpy`` for the released generator module; ``random.choice`` returns the injected positions."""
+
+    def __init__(self, queue: list[np.ndarray]) -> None:
+        super().__init__("numpy")
+        rnd = types.SimpleNamespace()
+
+        def choice(a: Any, size: Any = None, replace: bool = True) -> np.ndarray:
+            if not queue:
+                raise AssertionError("the released code drew more P_sel than the package")
+            out = queue.pop(0)
+            if tuple(out.shape) != tuple(size) or out.max(initial=0) >= len(a):
+                raise AssertionError(f"injected choice {out.shape} does not fit {len(a)}, {size}")
+            return out
+
+        rnd.choice = choice
+        self.random = rnd
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(np, name)
+
+
+class _FakeKMeans:
+    """geomstats' ``RiemannianKMeans`` for the released code: records its input, returns the injected centres."""
+
+    def __init__(self, inputs: list[Tensor], centres: list[Tensor], *args: Any, **kwargs: Any) -> None:
+        self.inputs, self.injected = inputs, centres
+        self.kwargs = kwargs
+        self.centroids: np.ndarray | None = None
+
+    def fit(self, x: np.ndarray) -> _FakeKMeans:
+        self.inputs.append(torch.from_numpy(np.array(x, dtype=np.float32)))
+        if not self.injected:
+            raise AssertionError("the released code refreshed its prototypes more often than the package")
+        self.centroids = self.injected.pop(0).numpy()
+        return self
+
+
+# --------------------------------------------------------------------------------------
+# BiGRU MoCo methods of anshulbshah/HaLP: baseline and halp
+# --------------------------------------------------------------------------------------
+
+SIZES = {"hidden": 8, "layers": 2, "dim": 8, "frames": 5, "batch": 4, "queue": 16}
+HALP_SIZES = {"prototypes": 4, "top_k": 8, "positives": 6, "refresh_every": 2, "mu": 2.0}
+
+
+def _moco_config(pkg: types.SimpleNamespace, method: str, **over: Any) -> Any:
+    h = SIZES["hidden"]
+    data: dict[str, Any] = {
+        "method": method,
+        "seed": 3,
+        "encoder": {
+            "hidden_size": h,
+            "num_layers": SIZES["layers"],
+            "proj_hidden": 2 * h,  # the released MLP head is Linear(2H, 2H) -> ReLU -> Linear
+            "out_dim": SIZES["dim"],
+            "reference_forward": True,
+        },
+        "moco": {"queue_size": SIZES["queue"], "momentum": 0.9, "temperature": 0.07},
+        "halp": {
+            "num_prototypes": HALP_SIZES["prototypes"],
+            "top_k": HALP_SIZES["top_k"],
+            "refresh_every": HALP_SIZES["refresh_every"],
+            "num_positives": HALP_SIZES["positives"],
+            "lam": 0.8,
+            "mu": HALP_SIZES["mu"],
+            "mu_start_epoch": 0,
+            "warmup_samples": 0,
+            "tc_sampling": "reference",
+            "psel": "reference",
+            "t_star": "reference",
+        },
+        "optim": {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4},
+    }
+    for key, value in over.items():
+        section, name = key.split(".")
+        data[section][name] = value
+    return pkg.from_dict(pkg.PretrainConfig, data)
+
+
+def _bigru_ref_name(name: str) -> str:
+    """A package encoder parameter name -> the released BIGRU's."""
+    if name.startswith("gru."):
+        return "encoder." + name
+    if name.startswith("projection."):
+        return "fc." + name[len("projection.") :]
+    return name
+
+
+HALP_REPO = "anshulbshah/HaLP"
+HALP_PATCHES = [
+    Patch(
+        "moco/builder_single_modality_baseline.py",
+        "dtype=torch.long).cuda()",
+        "dtype=torch.long).to(logits.device)",
+        "labels of the InfoNCE target made on the logits' device instead of CUDA",
+    ),
+    Patch(
+        "moco/builder_single_modality_halp.py",
+        "dtype=torch.long).cuda()",
+        "dtype=torch.long).to(logits.device)",
+        "labels of the InfoNCE target made on the logits' device instead of CUDA",
+    ),
+]
+HALP_STUBS = [
+    Stub("torchvision", {}, "imported by moco/GRU.py but never used"),
+    Stub(
+        "geomstats.learning.kmeans",
+        {"RiemannianKMeans": None},
+        "k-means is replaced by the injected prototypes; its input keys are compared",
+    ),
+    Stub(
+        "geomstats.geometry.hypersphere",
+        {"Hypersphere": lambda dim: types.SimpleNamespace(metric=None, dim=dim)},
+        "the metric is only passed to the (injected) k-means",
+    ),
+]
+
+
+@dataclass
+class StepResult:
+    terms: dict[str, Tensor]
+    grads: dict[str, Tensor]
+    params: dict[str, Tensor]  # parameters and buffers after the optimiser step, by our names
+
+
+def _inputs(steps: int, seed: int) -> list[tuple[Tensor, Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    shape = (SIZES["batch"], 3, SIZES["frames"], 25, 2)
+    dtype = torch.get_default_dtype()
+    return [
+        (torch.randn(shape, generator=g, dtype=torch.float32).to(dtype), torch.randn(shape, generator=g, dtype=torch.float32).to(dtype))
+        for _ in range(steps)
+    ]
+
+
+def _classify(name: str) -> str:
+    """The summary key of a compared quantity."""
+    head = name.split("/", 1)[0]
+    if head in ("grad", "param", "buffer"):
+        rest = name.split("/", 1)[1]
+        if ".encoder_k." in rest:
+            return "key_encoder" if head == "param" else f"key_encoder_{head}"
+        return head
+    return head
+
+
+def _package_state(model: nn.Module) -> dict[str, Tensor]:
+    """Our comparable state: params (q and k encoders), buffers, queue, pointer, prototypes."""
+    out: dict[str, Tensor] = {}
+    for name, t in model.state_dict().items():
+        if name.endswith("num_batches_tracked") or name.endswith(".seen") or name.endswith("keys_seen"):
+            continue
+        if name.endswith(".ready"):
+            continue
+        if name.endswith("queue.keys"):
+            out["queue/" + name.split(".")[1]] = t
+        elif name.endswith("queue.ptr"):
+            out["queue_ptr/" + name.split(".")[1]] = t.reshape(1)
+        elif ".prototypes." in name and name.endswith("centres"):
+            out["prototypes/" + name.split(".")[-2]] = t
+        elif "running_" in name:
+            out["buffer/" + name] = t
+        else:
+            out["param/" + name] = t
+    return out
+
+
+class HalpRepoHarness:
+    """Drives the released single-modality MoCo (baseline) or HaLP builder against the package."""
+
+    def __init__(self, method: str, ref: Path, steps: int, tol: float) -> None:
+        self.method, self.ref, self.steps, self.tol = method, ref, steps, tol
+        self.pkg = _package()
+        self.builder = (
+            "builder_single_modality_baseline" if method == "baseline" else "builder_single_modality_halp"
+        )
+
+    # -- building ---------------------------------------------------------------------
+
+    def package_model(self, **over: Any) -> Any:
+        config = _moco_config(self.pkg, self.method, **over)
+        model = self.pkg.PretrainModel(config)
+        state = model.state_dict()
+        for name in state:  # a "resumed" run: the queue counts as full
+            if name.endswith("queue.seen"):
+                state[name] = torch.tensor(SIZES["queue"])
+        model.load_state_dict(state)
+        # the package's objectives compute in float32 (the model casts the embeddings with
+        # .float()), so its queue and prototypes stay float32 in a float64 run
+        for module in model.modules():
+            for name, buf in list(module.named_buffers(recurse=False)):
+                if name in ("keys", "centres"):
+                    setattr(module, name, buf.float())
+        model.train()
+        return model
+
+    def ref_state(self, model: nn.Module) -> dict[str, Tensor]:
+        """Our state dict under the released model's names."""
+        out: dict[str, Tensor] = {}
+        for name, t in model.state_dict().items():
+            if name.startswith("branches.joint.encoder_"):
+                enc, rest = name[len("branches.joint.") :].split(".", 1)
+                out[f"{enc}.{_bigru_ref_name(rest)}"] = t.clone()
+            elif name == "branches.joint.queue.keys":
+                out["queue"] = t.T.clone()
+            elif name == "branches.joint.queue.ptr":
+                out["queue_ptr"] = t.reshape(1).clone()
+            elif name.endswith("prototypes.joint.centres"):
+                out["prototypes"] = t.clone()
+        return out
+
+    def ref_model(self, mod: types.ModuleType, model: nn.Module) -> nn.Module:
+        args = types.SimpleNamespace(
+            queue_els_for_prototypes=HALP_SIZES["top_k"],
+            num_prototypes=HALP_SIZES["prototypes"],
+            num_closest_to_ignore_positives=20,
+            skip_closest_positives=1,
+            num_positives=HALP_SIZES["positives"],
+            lambda_pos="0.8",
+            mu=HALP_SIZES["mu"],
+        )
+        kwargs: dict[str, Any] = dict(
+            skeleton_representation="graph-based",
+            args_bi_gru={
+                "en_input_size": 150,
+                "en_hidden_size": SIZES["hidden"],
+                "en_num_layers": SIZES["layers"],
+                "num_class": SIZES["dim"],
+            },
+            dim=SIZES["dim"],
+            K=SIZES["queue"],
+            m=0.9,
+            T=0.07,
+            mlp=True,
+        )
+        if self.method != "baseline":
+            kwargs["args"] = args
+        with contextlib.redirect_stdout(io.StringIO()):
+            ref = mod.MoCo(**kwargs)
+        ref.load_state_dict(self.ref_state(model), strict=True)
+        ref.train()
+        return ref
+
+    # -- one side's steps --------------------------------------------------------------
+
+    def run_package(self, model: nn.Module, inputs: list[tuple[Tensor, Tensor]], log: list[DrawLog]) -> list[StepResult]:
+        cfg = model.config  # type: ignore[attr-defined]
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay)
+        generator = torch.Generator().manual_seed(11)
+        results = []
+        for step, (xq, xk) in enumerate(inputs):
+            draws = DrawLog()
+            with record_package_draws(self.pkg, draws):
+                model.prepare_step(0, step, generator)  # type: ignore[operator]
+                out = model({"joint": xq}, {"joint": xk}, epoch=0, generator=generator, step=step)
+            opt.zero_grad()
+            out.loss.backward()
+            grads = {
+                "grad/" + n: p.grad.detach().clone()
+                for n, p in model.named_parameters()
+                if p.requires_grad and p.grad is not None
+            }
+            opt.step()
+            terms = {"loss/loss_cl_joint": torch.as_tensor(out.terms["loss_cl_joint"]), "loss/total": out.loss.detach()}
+            if "loss_halp_joint" in out.terms:
+                terms["loss/loss_halp_joint"] = torch.as_tensor(out.terms["loss_halp_joint"])
+            for i, h in enumerate(draws.positives):
+                terms[f"positives/joint{i or ''}"] = h
+            for i, x in enumerate(draws.kmeans_input):
+                terms[f"prototype_input/joint{i or ''}"] = x[0]
+            log.append(draws)
+            results.append(StepResult(terms, grads, {k: v.clone() for k, v in _package_state(model).items()}))
+        return results
+
+    def run_reference(
+        self, mods: dict[str, types.ModuleType], model_for_state: nn.Module, inputs: list[tuple[Tensor, Tensor]], logs: list[DrawLog], lr: float, wd: float
+    ) -> list[StepResult]:
+        builder = mods[self.builder]
+        ref = self.ref_model(builder, model_for_state)
+        opt = torch.optim.SGD(ref.parameters(), lr, momentum=0.9, weight_decay=wd)
+        names = {v: k for k, v in self._name_map(model_for_state).items()}
+        results = []
+        recorded: dict[str, list[Tensor]] = {"positives": [], "kmeans": []}
+        choice_queue: list[np.ndarray] = []
+        uniform_queue: list[Tensor] = []
+        centres_queue: list[Tensor] = []
+        if self.method != "baseline":
+            gen_mod = mods["generator"]
+            gen_mod.np = _NumpyWithInjectedChoice(choice_queue)  # type: ignore[attr-defined]
+            gen_mod.torch = _TorchWithInjectedDraws(uniform_queue)  # type: ignore[attr-defined]
+            builder.RiemannianKMeans = lambda *a, **k: _FakeKMeans(recorded["kmeans"], centres_queue, *a, **k)  # type: ignore[attr-defined]
+            orig_mixup = gen_mod.generate_positives_using_mixup
+
+            def mixup(prototypes: Tensor, initial_value: Tensor, inds: Tensor | None = None, **kw: Any) -> Any:
+                # map the package's selected prototype indices to positions in the
+                # released candidate list ``inds`` (ascending similarity)
+                sel = pending_selected.pop(0)
+                assert inds is not None
+                pos = (inds.unsqueeze(1) == sel.unsqueeze(-1)).float().argmax(-1)
+                hit = (inds.unsqueeze(1) == sel.unsqueeze(-1)).any(-1)
+                if not bool(hit.all()):
+                    raise AssertionError("the package selected a prototype outside the released candidate set")
+                choice_queue.append(pos.numpy())
+                return orig_mixup(prototypes, initial_value, inds=inds, **kw)
+
+            gen_mod.generate_positives_using_mixup = mixup  # type: ignore[attr-defined]
+            orig_pos = builder.pos_generator
+
+            def pos_generator(**kw: Any) -> Any:
+                out = orig_pos(**kw)
+                recorded["positives"].append(out[0].detach().clone())
+                return out
+
+            builder.pos_generator = pos_generator  # type: ignore[attr-defined]
+        pending_selected: list[Tensor] = []
+        for step, (xq, xk) in enumerate(inputs):
+            draws = logs[step]
+            recorded["positives"].clear()
+            recorded["kmeans"].clear()
+            generate = self.method != "baseline"
+            if generate and draws.centres:
+                # the package refreshed before this step: the released refresh runs at the
+                # end of the previous step, on the same queue
+                centres_queue.extend(c[0] for c in draws.centres)
+                ref.update_prototypes(True)
+            pending_selected[:] = [s.cpu() for s in draws.selected]
+            uniform_queue[:] = [u.cpu() for u in draws.u]
+            out = ref(xq, xk, update_prototypes=False, generate_this_step=generate) if generate else ref(xq, xk)
+            logits, labels, pn = out[0], out[1], out[2]
+            loss_cl = F.cross_entropy(logits, labels)
+            loss = loss_cl + pn.reshape(()) if generate else loss_cl
+            opt.zero_grad()
+            loss.backward()
+            grads = {
+                "grad/" + names[n]: p.grad.detach().clone()
+                for n, p in ref.named_parameters()
+                if p.grad is not None
+            }
+            opt.step()
+            terms = {"loss/loss_cl_joint": loss_cl.detach(), "loss/total": loss.detach()}
+            if generate:
+                terms["loss/loss_halp_joint"] = pn.detach().reshape(()) / HALP_SIZES["mu"]
+                for i, h in enumerate(recorded["positives"]):
+                    terms[f"positives/joint{i or ''}"] = h
+                for i, x in enumerate(recorded["kmeans"]):
+                    terms[f"prototype_input/joint{i or ''}"] = x
+            state: dict[str, Tensor] = {}
+            for n, t in ref.state_dict().items():
+                if n.endswith("num_batches_tracked"):
+                    continue
+                if n == "queue":
+                    state["queue/joint"] = t.T.clone()
+                elif n == "queue_ptr":
+                    state["queue_ptr/joint"] = t.clone()
+                elif n == "prototypes":
+                    state["prototypes/joint"] = t.clone()
+                else:
+                    ours = names[n]
+                    state[("buffer/" if "running_" in n else "param/") + ours] = t.clone()
+            results.append(StepResult(terms, grads, state))
+        return results
+
+    def _name_map(self, model: nn.Module) -> dict[str, str]:
+        """Our parameter/buffer names -> the released model's."""
+        out = {}
+        for name in model.state_dict():
+            if name.startswith("branches.joint.encoder_"):
+                enc, rest = name[len("branches.joint.") :].split(".", 1)
+                out[name] = f"{enc}.{_bigru_ref_name(rest)}"
+        return out
+
+    # -- the comparison ----------------------------------------------------------------
+
+    def run(self, with_deviations: bool = True) -> dict[str, Any]:
+        torch.manual_seed(0)  # the package's parameter init
+        inputs = _inputs(self.steps, seed=5)
+        model = self.package_model()
+        init = copy.deepcopy(model.state_dict())
+        logs: list[DrawLog] = []
+        ours = self.run_package(model, inputs, logs)
+        fresh = self.package_model()
+        fresh.load_state_dict(init)
+        modules = [self.builder] + ([] if self.method == "baseline" else ["generator"])
+        with released_modules(self.ref, "moco", modules, HALP_PATCHES, HALP_STUBS) as mods:
+            cfg = model.config
+            theirs = self.run_reference(mods, fresh, inputs, logs, cfg.optim.lr, cfg.optim.weight_decay)
+        cmp = Comparison(self.tol)
+        for step, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+            compare_states(cmp, a.terms, b.terms, step, _classify)
+            compare_states(cmp, a.grads, b.grads, step, _classify)
+            compare_states(cmp, a.params, b.params, step, _classify)
+        return {
+            "comparison": cmp,
+            "ref_repo": HALP_REPO,
+            "patches": [p.describe() for p in HALP_PATCHES if self.builder in p.file]
+            + [s.describe() for s in HALP_STUBS if self.method != "baseline" or s.name == "torchvision"]
+            + self.injections(),
+            "deviations": self.deviations(inputs, init, ours) if with_deviations else [],
+        }
+
+    def injections(self) -> list[str]:
+        if self.method == "baseline":
+            return []
+        return [
+            "runtime: moco.generator np.random.choice returns the positions of the package's P_sel in the released candidate list",
+            "runtime: moco.generator torch.FloatTensor(n).uniform_(0, lambda) returns lambda * the package's U[0,1) draws",
+            "runtime: RiemannianKMeans.fit returns the package's prototypes (its input keys are compared)",
+            "runtime: prototypes refreshed by calling update_prototypes(True) before the step the package refreshes at",
+        ]
+
+    def deviation_keys(self) -> list[tuple[str, Any, str]]:
+        keys: list[tuple[str, Any, str]] = [
+            (
+                "encoder.reference_forward",
+                False,
+                "paper: a true bidirectional GRU over the clip; released: both directions run forward in time, one frame per call",
+            )
+        ]
+        if self.method != "baseline":
+            keys += [
+                ("halp.tc_sampling", "paper", "paper: t_c ~ U(0, lambda t*); released: t_c = (1 - U(0, lambda)) t*"),
+                ("halp.psel", "paper", "paper: P_sel uniform over the P - 1 non-closest prototypes; released: the 20 nearest after p*"),
+                ("halp.t_star", "paper", "paper: atan2 form of Eq. 7 in [0, 1]; released: plain atan (t* < 0 when kappa + cos(Omega) < 0)"),
+            ]
+        return keys
+
+    def deviations(self, inputs: list[tuple[Tensor, Tensor]], init: dict[str, Tensor], ours: list[StepResult]) -> list[dict[str, Any]]:
+        out = []
+        for key, value, what in self.deviation_keys():
+            model = self.package_model(**{key: value})
+            model.load_state_dict(init)
+            alt = self.run_package(model, inputs, [])
+            cmp = Comparison(float("inf"))
+            for step, (a, b) in enumerate(zip(alt, ours, strict=True)):
+                for part in ("terms", "grads", "params"):
+                    x, y = getattr(a, part), getattr(b, part)
+                    for name in sorted(set(x) & set(y)):
+                        if x[name].shape == y[name].shape:
+                            cmp.add(_classify(name) if part != "terms" else name.split("/", 1)[1] if name.startswith("loss/") else _classify(name), name, x[name], y[name], step)
+            out.append({"config": f"{key}: {value}", "what": what, "effect_max_abs": _rounded(cmp.max_abs)})
+        return out
+
+
+def _rounded(d: dict[str, float]) -> dict[str, float]:
+    return {k: float(f"{v:.3g}") for k, v in d.items()}
+
+
+HARNESSES: dict[str, Callable[[str, Path, int, float], Any]] = {
+    "baseline": HalpRepoHarness,
+    "halp": HalpRepoHarness,
+}
+
+NOT_YET = {
+    "cmd": "not implemented yet",
+    "halp_cmd": "not implemented yet",
+    "graphcl": "not implemented yet",
+    "aimclr": "not implemented yet",
+    "hiclr": "not implemented yet",
+}
+
+
+def run_method(method: str, ref: Path, steps: int, tol: float = TOL) -> tuple[dict[str, Any], str | None]:
+    """The JSON record of one method and its first disagreement (None when all agree).
+
+    The gate runs both sides in float64, where summation order no longer hides a
+    difference (the package's objectives still compute in float32: the model casts the
+    embeddings with ``.float()``); the same comparison in float32 is reported alongside.
+    """
+    with default_dtype(torch.float64):
+        result = HARNESSES[method](method, ref, steps, tol).run()
+    with default_dtype(torch.float32):
+        result32 = HARNESSES[method](method, ref, steps, tol).run(with_deviations=False)
+    cmp: Comparison = result["comparison"]
+    record = {
+        "method": method,
+        "ref_repo": result["ref_repo"],
+        "ref_commit": git_commit(ref),
+        "steps": steps,
+        "tol": tol,
+        "max_abs_diff": _rounded(cmp.max_abs),
+        "max_abs_diff_float32": _rounded(result32["comparison"].max_abs),
+        "patches": result["patches"],
+        "deviations": result["deviations"],
+        "ok": cmp.first_failure is None,
+    }
+    if cmp.first_failure is not None:
+        record["first_disagreement"] = cmp.first_failure
+    return record, cmp.first_failure
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--method", required=True, choices=sorted({*HARNESSES, *NOT_YET}))
+    parser.add_argument("--ref", required=True, type=Path, help="checkout of the released code")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--tol", type=float, default=TOL)
+    args = parser.parse_args(argv)
+    if args.method in NOT_YET:
+        print(f"reference_diff: --method {args.method}: {NOT_YET[args.method]}", file=sys.stderr)
+        return 2
+    if args.steps < 1:
+        print("reference_diff: --steps must be at least 1", file=sys.stderr)
+        return 2
+    if not args.ref.is_dir():
+        print(f"reference_diff: --ref {args.ref}: not a directory", file=sys.stderr)
+        return 2
+    torch.set_num_threads(1)
+    try:
+        record, failure = run_method(args.method, args.ref, args.steps, args.tol)
+    except RefError as err:
+        print(f"reference_diff: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(record))
+    if failure is not None:
+        print(f"reference_diff: {args.method}: first disagreement: {failure}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
