@@ -392,11 +392,49 @@ class _FakeKMeans:
 
 
 # --------------------------------------------------------------------------------------
-# BiGRU MoCo methods of anshulbshah/HaLP: baseline and halp
+# BiGRU MoCo methods: baseline, halp (anshulbshah/HaLP), cmd (maoyunyao/CMD or HaLP's
+# multi-modal builder), halp_cmd (HaLP's multi-modal builder)
 # --------------------------------------------------------------------------------------
 
 SIZES = {"hidden": 8, "layers": 2, "dim": 8, "frames": 5, "batch": 4, "queue": 16}
 HALP_SIZES = {"prototypes": 4, "top_k": 8, "positives": 6, "refresh_every": 2, "mu": 2.0}
+CMD_SIZES = {"topk": 8, "weight": 0.5}
+SUFFIX = {"joint": "", "motion": "_motion", "bone": "_bone"}
+PROTO_SUFFIX = {"joint": "_j", "motion": "_m", "bone": "_b"}
+ALL = ("joint", "motion", "bone")
+
+
+@dataclass(frozen=True)
+class BiGRUSpec:
+    """How one released BiGRU MoCo builder is driven and read."""
+
+    repo: str
+    builder: str  # module under moco/
+    modalities: tuple[str, ...]
+    generate: bool = False  # hallucinates positives (HaLP)
+    cmd: bool = False  # returns the CMD term
+    step_flags: bool = False  # forward takes update_prototypes / generate_this_step
+    halp_weight: str = "mu"  # the args attribute the released code weighs L_HaLP with
+
+    @property
+    def multi(self) -> bool:
+        return len(self.modalities) > 1
+
+
+def _spec(method: str, ref: Path) -> BiGRUSpec:
+    if method == "baseline":
+        return BiGRUSpec("anshulbshah/HaLP", "builder_single_modality_baseline", ("joint",))
+    if method == "halp":
+        return BiGRUSpec("anshulbshah/HaLP", "builder_single_modality_halp", ("joint",), generate=True, step_flags=True)
+    if method == "cmd":
+        if (ref / "moco" / "builder_cmd.py").is_file():
+            return BiGRUSpec("maoyunyao/CMD", "builder_cmd", ALL, cmd=True)
+        return BiGRUSpec("anshulbshah/HaLP", "builder_mm_cmd", ALL, cmd=True, step_flags=True)
+    if method == "halp_cmd":
+        return BiGRUSpec(
+            "anshulbshah/HaLP", "builder_mm_halp", ALL, generate=True, cmd=True, step_flags=True, halp_weight="pn1_weight"
+        )
+    raise KeyError(method)
 
 
 def _moco_config(pkg: types.SimpleNamespace, method: str, **over: Any) -> Any:
@@ -425,6 +463,12 @@ def _moco_config(pkg: types.SimpleNamespace, method: str, **over: Any) -> Any:
             "psel": "reference",
             "t_star": "reference",
         },
+        "cmd": {
+            "topk": CMD_SIZES["topk"],
+            "teacher_temperature": 0.05,
+            "student_temperature": 0.1,
+            "weight": CMD_SIZES["weight"],
+        },
         "optim": {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4},
     }
     for key, value in over.items():
@@ -442,23 +486,17 @@ def _bigru_ref_name(name: str) -> str:
     return name
 
 
-HALP_REPO = "anshulbshah/HaLP"
-HALP_PATCHES = [
-    Patch(
-        "moco/builder_single_modality_baseline.py",
+def _cuda_patch(builder: str) -> Patch:
+    return Patch(
+        f"moco/{builder}.py",
         "dtype=torch.long).cuda()",
         "dtype=torch.long).to(logits.device)",
-        "labels of the InfoNCE target made on the logits' device instead of CUDA",
-    ),
-    Patch(
-        "moco/builder_single_modality_halp.py",
-        "dtype=torch.long).cuda()",
-        "dtype=torch.long).to(logits.device)",
-        "labels of the InfoNCE target made on the logits' device instead of CUDA",
-    ),
-]
-HALP_STUBS = [
-    Stub("torchvision", {}, "imported by moco/GRU.py but never used"),
+        "the InfoNCE labels made on the logits' device instead of CUDA",
+    )
+
+
+TORCHVISION_STUB = Stub("torchvision", {}, "imported by moco/GRU.py but never used")
+GEOMSTATS_STUBS = [
     Stub(
         "geomstats.learning.kmeans",
         {"RiemannianKMeans": None},
@@ -480,23 +518,26 @@ class StepResult:
 
 
 def _inputs(steps: int, seed: int) -> list[tuple[Tensor, Tensor]]:
+    """Joint clips (query view, key view) per step, drawn in float32."""
     g = torch.Generator().manual_seed(seed)
     shape = (SIZES["batch"], 3, SIZES["frames"], 25, 2)
     dtype = torch.get_default_dtype()
     return [
-        (torch.randn(shape, generator=g, dtype=torch.float32).to(dtype), torch.randn(shape, generator=g, dtype=torch.float32).to(dtype))
+        (
+            torch.randn(shape, generator=g, dtype=torch.float32).to(dtype),
+            torch.randn(shape, generator=g, dtype=torch.float32).to(dtype),
+        )
         for _ in range(steps)
     ]
 
 
 def _classify(name: str) -> str:
     """The summary key of a compared quantity."""
-    head = name.split("/", 1)[0]
-    if head in ("grad", "param", "buffer"):
-        rest = name.split("/", 1)[1]
-        if ".encoder_k." in rest:
-            return "key_encoder" if head == "param" else f"key_encoder_{head}"
-        return head
+    head, _, rest = name.partition("/")
+    if head in ("grad", "param", "buffer") and ".encoder_k." in rest:
+        return "key_encoder" if head == "param" else f"key_encoder_{head}"
+    if head == "loss":
+        return rest
     return head
 
 
@@ -504,9 +545,7 @@ def _package_state(model: nn.Module) -> dict[str, Tensor]:
     """Our comparable state: params (q and k encoders), buffers, queue, pointer, prototypes."""
     out: dict[str, Tensor] = {}
     for name, t in model.state_dict().items():
-        if name.endswith("num_batches_tracked") or name.endswith(".seen") or name.endswith("keys_seen"):
-            continue
-        if name.endswith(".ready"):
+        if name.endswith(("num_batches_tracked", ".seen", "keys_seen", ".ready")):
             continue
         if name.endswith("queue.keys"):
             out["queue/" + name.split(".")[1]] = t
@@ -521,15 +560,15 @@ def _package_state(model: nn.Module) -> dict[str, Tensor]:
     return out
 
 
-class HalpRepoHarness:
-    """Drives the released single-modality MoCo (baseline) or HaLP builder against the package."""
+class BiGRUHarness:
+    """Drives a released BiGRU MoCo builder (MoCo, HaLP, CMD, HaLP+CMD) against the package."""
 
     def __init__(self, method: str, ref: Path, steps: int, tol: float) -> None:
         self.method, self.ref, self.steps, self.tol = method, ref, steps, tol
         self.pkg = _package()
-        self.builder = (
-            "builder_single_modality_baseline" if method == "baseline" else "builder_single_modality_halp"
-        )
+        self.spec = _spec(method, ref)
+        self.patches = [_cuda_patch(self.spec.builder)]
+        self.stubs = [TORCHVISION_STUB] + (GEOMSTATS_STUBS if self.spec.generate else [])
 
     # -- building ---------------------------------------------------------------------
 
@@ -550,19 +589,23 @@ class HalpRepoHarness:
         model.train()
         return model
 
-    def ref_state(self, model: nn.Module) -> dict[str, Tensor]:
-        """Our state dict under the released model's names."""
-        out: dict[str, Tensor] = {}
-        for name, t in model.state_dict().items():
-            if name.startswith("branches.joint.encoder_"):
-                enc, rest = name[len("branches.joint.") :].split(".", 1)
-                out[f"{enc}.{_bigru_ref_name(rest)}"] = t.clone()
-            elif name == "branches.joint.queue.keys":
-                out["queue"] = t.T.clone()
-            elif name == "branches.joint.queue.ptr":
-                out["queue_ptr"] = t.reshape(1).clone()
-            elif name.endswith("prototypes.joint.centres"):
-                out["prototypes"] = t.clone()
+    def name_map(self, model: nn.Module) -> dict[str, str]:
+        """Our state-dict names -> the released model's (encoders, queues, prototypes)."""
+        out = {}
+        for name in model.state_dict():
+            parts = name.split(".")
+            if parts[0] == "branches":
+                m = parts[1]
+                if parts[2].startswith("encoder_"):
+                    rest = ".".join(parts[3:])
+                    out[name] = f"{parts[2]}{SUFFIX[m]}.{_bigru_ref_name(rest)}"
+                elif parts[2:] == ["queue", "keys"]:
+                    out[name] = "queue" + SUFFIX[m]
+                elif parts[2:] == ["queue", "ptr"]:
+                    out[name] = "queue_ptr" + SUFFIX[m]
+            elif name.endswith(".centres"):
+                m = parts[-2]
+                out[name] = "prototypes" + (PROTO_SUFFIX[m] if self.spec.multi else "")
         return out
 
     def ref_model(self, mod: types.ModuleType, model: nn.Module) -> nn.Module:
@@ -574,6 +617,7 @@ class HalpRepoHarness:
             num_positives=HALP_SIZES["positives"],
             lambda_pos="0.8",
             mu=HALP_SIZES["mu"],
+            pn1_weight=HALP_SIZES["mu"],
         )
         kwargs: dict[str, Any] = dict(
             skeleton_representation="graph-based",
@@ -587,29 +631,53 @@ class HalpRepoHarness:
             K=SIZES["queue"],
             m=0.9,
             T=0.07,
+            teacher_T=0.05,
+            student_T=0.1,
+            cmd_weight=CMD_SIZES["weight"],
+            topk=CMD_SIZES["topk"],
             mlp=True,
         )
-        if self.method != "baseline":
+        if self.spec.generate:
             kwargs["args"] = args
         with contextlib.redirect_stdout(io.StringIO()):
             ref = mod.MoCo(**kwargs)
-        ref.load_state_dict(self.ref_state(model), strict=True)
+        names = self.name_map(model)
+        state = {}
+        for ours, t in model.state_dict().items():
+            if ours in names:
+                theirs = names[ours]
+                if theirs.startswith("queue_ptr"):
+                    t = t.reshape(1)
+                elif theirs.startswith("queue"):
+                    t = t.T
+                state[theirs] = t.clone().to(torch.get_default_dtype() if t.is_floating_point() else t.dtype)
+        ref.load_state_dict(state, strict=True)
         ref.train()
         return ref
 
     # -- one side's steps --------------------------------------------------------------
 
-    def run_package(self, model: nn.Module, inputs: list[tuple[Tensor, Tensor]], log: list[DrawLog]) -> list[StepResult]:
+    def views(self, x: Tensor) -> dict[str, Tensor]:
+        """The package's modalities of a joint clip (halp.data.modalities)."""
+        from halp.data.modalities import MODALITIES
+
+        arr = x.numpy()
+        return {m: torch.from_numpy(np.ascontiguousarray(MODALITIES[m](arr))) for m in self.spec.modalities}
+
+    def run_package(
+        self, model: nn.Module, inputs: list[tuple[Tensor, Tensor]], logs: list[DrawLog]
+    ) -> list[StepResult]:
         cfg = model.config  # type: ignore[attr-defined]
         params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay)
+        o = cfg.optim
+        opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
         generator = torch.Generator().manual_seed(11)
         results = []
         for step, (xq, xk) in enumerate(inputs):
             draws = DrawLog()
             with record_package_draws(self.pkg, draws):
                 model.prepare_step(0, step, generator)  # type: ignore[operator]
-                out = model({"joint": xq}, {"joint": xk}, epoch=0, generator=generator, step=step)
+                out = model(self.views(xq), self.views(xk), epoch=0, generator=generator, step=step)
             opt.zero_grad()
             out.loss.backward()
             grads = {
@@ -618,30 +686,42 @@ class HalpRepoHarness:
                 if p.requires_grad and p.grad is not None
             }
             opt.step()
-            terms = {"loss/loss_cl_joint": torch.as_tensor(out.terms["loss_cl_joint"]), "loss/total": out.loss.detach()}
-            if "loss_halp_joint" in out.terms:
-                terms["loss/loss_halp_joint"] = torch.as_tensor(out.terms["loss_halp_joint"])
-            for i, h in enumerate(draws.positives):
-                terms[f"positives/joint{i or ''}"] = h
-            for i, x in enumerate(draws.kmeans_input):
-                terms[f"prototype_input/joint{i or ''}"] = x[0]
-            log.append(draws)
+            terms = {"loss/total": out.loss.detach()}
+            for m in self.spec.modalities:
+                terms[f"loss/loss_cl_{m}"] = torch.as_tensor(out.terms[f"loss_cl_{m}"])
+            if self.spec.cmd:
+                terms["loss/loss_cmd"] = torch.as_tensor(out.terms["loss_cmd"])
+            if self.spec.generate:
+                parts = [torch.as_tensor(out.terms[f"loss_halp_{m}"]) for m in self.spec.modalities]
+                terms["loss/loss_halp"] = torch.stack(parts).sum()
+            for m, h in zip(self.spec.modalities, draws.positives, strict=False):
+                terms[f"positives/{m}"] = h
+            for x in draws.kmeans_input:  # one batched call over the modalities
+                for m, keys in zip(self.spec.modalities, x, strict=True):
+                    terms[f"prototype_input/{m}"] = keys
+            logs.append(draws)
             results.append(StepResult(terms, grads, {k: v.clone() for k, v in _package_state(model).items()}))
         return results
 
     def run_reference(
-        self, mods: dict[str, types.ModuleType], model_for_state: nn.Module, inputs: list[tuple[Tensor, Tensor]], logs: list[DrawLog], lr: float, wd: float
+        self,
+        mods: dict[str, types.ModuleType],
+        model_for_state: nn.Module,
+        inputs: list[tuple[Tensor, Tensor]],
+        logs: list[DrawLog],
     ) -> list[StepResult]:
-        builder = mods[self.builder]
+        spec = self.spec
+        builder = mods[spec.builder]
         ref = self.ref_model(builder, model_for_state)
-        opt = torch.optim.SGD(ref.parameters(), lr, momentum=0.9, weight_decay=wd)
-        names = {v: k for k, v in self._name_map(model_for_state).items()}
-        results = []
+        o = model_for_state.config.optim  # type: ignore[attr-defined]
+        opt = torch.optim.SGD(ref.parameters(), o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        names = {v: k for k, v in self.name_map(model_for_state).items()}
         recorded: dict[str, list[Tensor]] = {"positives": [], "kmeans": []}
         choice_queue: list[np.ndarray] = []
         uniform_queue: list[Tensor] = []
         centres_queue: list[Tensor] = []
-        if self.method != "baseline":
+        pending_selected: list[Tensor] = []
+        if spec.generate:
             gen_mod = mods["generator"]
             gen_mod.np = _NumpyWithInjectedChoice(choice_queue)  # type: ignore[attr-defined]
             gen_mod.torch = _TorchWithInjectedDraws(uniform_queue)  # type: ignore[attr-defined]
@@ -649,15 +729,14 @@ class HalpRepoHarness:
             orig_mixup = gen_mod.generate_positives_using_mixup
 
             def mixup(prototypes: Tensor, initial_value: Tensor, inds: Tensor | None = None, **kw: Any) -> Any:
-                # map the package's selected prototype indices to positions in the
-                # released candidate list ``inds`` (ascending similarity)
+                # the package's P_sel indices as positions in the released candidate list
+                # ``inds`` (ascending similarity), which np.random.choice then returns
                 sel = pending_selected.pop(0)
                 assert inds is not None
-                pos = (inds.unsqueeze(1) == sel.unsqueeze(-1)).float().argmax(-1)
-                hit = (inds.unsqueeze(1) == sel.unsqueeze(-1)).any(-1)
-                if not bool(hit.all()):
-                    raise AssertionError("the package selected a prototype outside the released candidate set")
-                choice_queue.append(pos.numpy())
+                same = inds.unsqueeze(1) == sel.unsqueeze(-1)  # (B, Ng, W)
+                if not bool(same.any(-1).all()):
+                    raise AssertionError("the package drew a P_sel outside the released candidate set")
+                choice_queue.append(same.float().argmax(-1).numpy())
                 return orig_mixup(prototypes, initial_value, inds=inds, **kw)
 
             gen_mod.generate_positives_using_mixup = mixup  # type: ignore[attr-defined]
@@ -669,62 +748,64 @@ class HalpRepoHarness:
                 return out
 
             builder.pos_generator = pos_generator  # type: ignore[attr-defined]
-        pending_selected: list[Tensor] = []
+        n = len(spec.modalities)
+        results = []
         for step, (xq, xk) in enumerate(inputs):
             draws = logs[step]
             recorded["positives"].clear()
             recorded["kmeans"].clear()
-            generate = self.method != "baseline"
-            if generate and draws.centres:
-                # the package refreshed before this step: the released refresh runs at the
-                # end of the previous step, on the same queue
-                centres_queue.extend(c[0] for c in draws.centres)
-                ref.update_prototypes(True)
-            pending_selected[:] = [s.cpu() for s in draws.selected]
-            uniform_queue[:] = [u.cpu() for u in draws.u]
-            out = ref(xq, xk, update_prototypes=False, generate_this_step=generate) if generate else ref(xq, xk)
-            logits, labels, pn = out[0], out[1], out[2]
-            loss_cl = F.cross_entropy(logits, labels)
-            loss = loss_cl + pn.reshape(()) if generate else loss_cl
+            with contextlib.redirect_stdout(io.StringIO()):
+                if spec.generate and draws.centres:
+                    # the package refreshed before this step; the released code refreshes
+                    # at the end of the step before, from the same queue
+                    for c in draws.centres:
+                        centres_queue.extend(c.unbind(0))
+                    ref.update_prototypes(True)
+                pending_selected[:] = [s.cpu() for s in draws.selected]
+                uniform_queue[:] = [u.cpu() for u in draws.u]
+                kwargs = {"update_prototypes": False, "generate_this_step": spec.generate} if spec.step_flags else {}
+                out = ref(xq, xk, **kwargs)
+            logits, labels = out[:n], out[n]
+            extra = list(out[n + 1 :])
+            ce = [F.cross_entropy(lg, labels) for lg in logits]
+            loss = torch.stack(ce).sum()
+            terms: dict[str, Tensor] = {}
+            for m, value in zip(spec.modalities, ce, strict=True):
+                terms[f"loss/loss_cl_{m}"] = value.detach()
+            if spec.cmd:
+                cmd = extra.pop(0).reshape(())
+                loss = loss + cmd
+                terms["loss/loss_cmd"] = cmd.detach() / CMD_SIZES["weight"]
+            if spec.generate:
+                pn = extra.pop(0).reshape(())
+                loss = loss + pn
+                terms["loss/loss_halp"] = pn.detach() / HALP_SIZES["mu"]
+            terms["loss/total"] = loss.detach()
             opt.zero_grad()
             loss.backward()
             grads = {
-                "grad/" + names[n]: p.grad.detach().clone()
-                for n, p in ref.named_parameters()
-                if p.grad is not None
+                "grad/" + names[k]: p.grad.detach().clone() for k, p in ref.named_parameters() if p.grad is not None
             }
             opt.step()
-            terms = {"loss/loss_cl_joint": loss_cl.detach(), "loss/total": loss.detach()}
-            if generate:
-                terms["loss/loss_halp_joint"] = pn.detach().reshape(()) / HALP_SIZES["mu"]
-                for i, h in enumerate(recorded["positives"]):
-                    terms[f"positives/joint{i or ''}"] = h
-                for i, x in enumerate(recorded["kmeans"]):
-                    terms[f"prototype_input/joint{i or ''}"] = x
+            for m, h in zip(spec.modalities, recorded["positives"], strict=False):
+                terms[f"positives/{m}"] = h
+            for m, x in zip(spec.modalities, recorded["kmeans"], strict=False):
+                terms[f"prototype_input/{m}"] = x
             state: dict[str, Tensor] = {}
-            for n, t in ref.state_dict().items():
-                if n.endswith("num_batches_tracked"):
+            for k, t in ref.state_dict().items():
+                if k.endswith("num_batches_tracked"):
                     continue
-                if n == "queue":
-                    state["queue/joint"] = t.T.clone()
-                elif n == "queue_ptr":
-                    state["queue_ptr/joint"] = t.clone()
-                elif n == "prototypes":
-                    state["prototypes/joint"] = t.clone()
+                ours = names[k]
+                if ours.endswith("queue.keys"):
+                    state["queue/" + ours.split(".")[1]] = t.T.clone()
+                elif ours.endswith("queue.ptr"):
+                    state["queue_ptr/" + ours.split(".")[1]] = t.clone()
+                elif ours.endswith(".centres"):
+                    state["prototypes/" + ours.split(".")[-2]] = t.clone()
                 else:
-                    ours = names[n]
-                    state[("buffer/" if "running_" in n else "param/") + ours] = t.clone()
+                    state[("buffer/" if "running_" in k else "param/") + ours] = t.clone()
             results.append(StepResult(terms, grads, state))
         return results
-
-    def _name_map(self, model: nn.Module) -> dict[str, str]:
-        """Our parameter/buffer names -> the released model's."""
-        out = {}
-        for name in model.state_dict():
-            if name.startswith("branches.joint.encoder_"):
-                enc, rest = name[len("branches.joint.") :].split(".", 1)
-                out[name] = f"{enc}.{_bigru_ref_name(rest)}"
-        return out
 
     # -- the comparison ----------------------------------------------------------------
 
@@ -737,10 +818,9 @@ class HalpRepoHarness:
         ours = self.run_package(model, inputs, logs)
         fresh = self.package_model()
         fresh.load_state_dict(init)
-        modules = [self.builder] + ([] if self.method == "baseline" else ["generator"])
-        with released_modules(self.ref, "moco", modules, HALP_PATCHES, HALP_STUBS) as mods:
-            cfg = model.config
-            theirs = self.run_reference(mods, fresh, inputs, logs, cfg.optim.lr, cfg.optim.weight_decay)
+        modules = [self.spec.builder] + (["generator"] if self.spec.generate else [])
+        with released_modules(self.ref, "moco", modules, self.patches, self.stubs) as mods:
+            theirs = self.run_reference(mods, fresh, inputs, logs)
         cmp = Comparison(self.tol)
         for step, (a, b) in enumerate(zip(ours, theirs, strict=True)):
             compare_states(cmp, a.terms, b.terms, step, _classify)
@@ -748,21 +828,25 @@ class HalpRepoHarness:
             compare_states(cmp, a.params, b.params, step, _classify)
         return {
             "comparison": cmp,
-            "ref_repo": HALP_REPO,
-            "patches": [p.describe() for p in HALP_PATCHES if self.builder in p.file]
-            + [s.describe() for s in HALP_STUBS if self.method != "baseline" or s.name == "torchvision"]
+            "ref_repo": self.spec.repo,
+            "patches": [p.describe() for p in self.patches]
+            + [s.describe() for s in self.stubs]
             + self.injections(),
             "deviations": self.deviations(inputs, init, ours) if with_deviations else [],
+            "terms_step0": {k.split("/", 1)[1]: float(v) for k, v in ours[0].terms.items() if k.startswith("loss/")},
         }
 
     def injections(self) -> list[str]:
-        if self.method == "baseline":
+        if not self.spec.generate:
             return []
         return [
-            "runtime: moco.generator np.random.choice returns the positions of the package's P_sel in the released candidate list",
-            "runtime: moco.generator torch.FloatTensor(n).uniform_(0, lambda) returns lambda * the package's U[0,1) draws",
+            "runtime: moco.generator's np.random.choice returns the positions of the package's "
+            "P_sel in the released candidate list",
+            "runtime: moco.generator's torch.FloatTensor(n).uniform_(0, lambda) returns lambda "
+            "times the package's U[0, 1) draws",
             "runtime: RiemannianKMeans.fit returns the package's prototypes (its input keys are compared)",
-            "runtime: prototypes refreshed by calling update_prototypes(True) before the step the package refreshes at",
+            "runtime: update_prototypes(True) is called before each step the package refreshes at "
+            "(the released loop calls it at the end of the step before)",
         ]
 
     def deviation_keys(self) -> list[tuple[str, Any, str]]:
@@ -770,31 +854,54 @@ class HalpRepoHarness:
             (
                 "encoder.reference_forward",
                 False,
-                "paper: a true bidirectional GRU over the clip; released: both directions run forward in time, one frame per call",
+                "paper: a bidirectional GRU over the clip; released: both directions run "
+                "forward in time, one frame per call",
             )
         ]
-        if self.method != "baseline":
+        if self.spec.generate:
             keys += [
                 ("halp.tc_sampling", "paper", "paper: t_c ~ U(0, lambda t*); released: t_c = (1 - U(0, lambda)) t*"),
-                ("halp.psel", "paper", "paper: P_sel uniform over the P - 1 non-closest prototypes; released: the 20 nearest after p*"),
-                ("halp.t_star", "paper", "paper: atan2 form of Eq. 7 in [0, 1]; released: plain atan (t* < 0 when kappa + cos(Omega) < 0)"),
+                (
+                    "halp.psel",
+                    "paper",
+                    "paper: P_sel uniform over the P - 1 non-closest prototypes; released: over the "
+                    "20 nearest after p* (the same set for P <= 21; the draws map differently)",
+                ),
+                (
+                    "halp.t_star",
+                    "paper",
+                    "paper: the atan2 form of Eq. 7, in [0, 1]; released: plain atan (t* < 0 when "
+                    "kappa + cos(Omega) < 0)",
+                ),
             ]
         return keys
 
-    def deviations(self, inputs: list[tuple[Tensor, Tensor]], init: dict[str, Tensor], ours: list[StepResult]) -> list[dict[str, Any]]:
+    def deviations(
+        self, inputs: list[tuple[Tensor, Tensor]], init: dict[str, Tensor], ours: list[StepResult]
+    ) -> list[dict[str, Any]]:
         out = []
         for key, value, what in self.deviation_keys():
             model = self.package_model(**{key: value})
             model.load_state_dict(init)
             alt = self.run_package(model, inputs, [])
             cmp = Comparison(float("inf"))
+            first = Comparison(float("inf"))
             for step, (a, b) in enumerate(zip(alt, ours, strict=True)):
                 for part in ("terms", "grads", "params"):
                     x, y = getattr(a, part), getattr(b, part)
                     for name in sorted(set(x) & set(y)):
                         if x[name].shape == y[name].shape:
-                            cmp.add(_classify(name) if part != "terms" else name.split("/", 1)[1] if name.startswith("loss/") else _classify(name), name, x[name], y[name], step)
-            out.append({"config": f"{key}: {value}", "what": what, "effect_max_abs": _rounded(cmp.max_abs)})
+                            cmp.add(_classify(name), name, x[name], y[name], step)
+                            if step == 0 and part == "terms":
+                                first.add(_classify(name), name, x[name], y[name], step)
+            out.append(
+                {
+                    "config": f"{key}: {value}",
+                    "what": what,
+                    "effect_step0": _rounded(first.max_abs),
+                    "effect_max_abs": _rounded(cmp.max_abs),
+                }
+            )
         return out
 
 
@@ -803,13 +910,13 @@ def _rounded(d: dict[str, float]) -> dict[str, float]:
 
 
 HARNESSES: dict[str, Callable[[str, Path, int, float], Any]] = {
-    "baseline": HalpRepoHarness,
-    "halp": HalpRepoHarness,
+    "baseline": BiGRUHarness,
+    "halp": BiGRUHarness,
+    "cmd": BiGRUHarness,
+    "halp_cmd": BiGRUHarness,
 }
 
 NOT_YET = {
-    "cmd": "not implemented yet",
-    "halp_cmd": "not implemented yet",
     "graphcl": "not implemented yet",
     "aimclr": "not implemented yet",
     "hiclr": "not implemented yet",
@@ -836,6 +943,7 @@ def run_method(method: str, ref: Path, steps: int, tol: float = TOL) -> tuple[di
         "tol": tol,
         "max_abs_diff": _rounded(cmp.max_abs),
         "max_abs_diff_float32": _rounded(result32["comparison"].max_abs),
+        "terms_step0": _rounded(result["terms_step0"]),
         "patches": result["patches"],
         "deviations": result["deviations"],
         "ok": cmp.first_failure is None,
