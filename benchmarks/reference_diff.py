@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import dataclasses
 import importlib
 import io
 import json
@@ -174,7 +173,9 @@ def released_modules(
                     f"{p.old.strip()!r}, found {found}: the checkout is not the expected commit"
                 )
             path.write_text(text.replace(p.old, p.new))
-        saved = {k: v for k, v in sys.modules.items() if k == package or k.startswith(package + ".")}
+        saved = {
+            k: v for k, v in sys.modules.items() if k == package or k.startswith(package + ".")
+        }
         for k in saved:
             del sys.modules[k]
         stubbed: list[str] = []
@@ -231,7 +232,11 @@ class Comparison:
             diff = float(d.max()) if d.numel() else 0.0
         self.max_abs[group] = max(self.max_abs.get(group, 0.0), diff)
         if diff > self.tol and self.first_failure is None:
-            what = name if ours.shape == theirs.shape else f"{name} (shape {tuple(ours.shape)} vs {tuple(theirs.shape)})"
+            what = (
+                name
+                if ours.shape == theirs.shape
+                else f"{name} (shape {tuple(ours.shape)} vs {tuple(theirs.shape)})"
+            )
             self.first_failure = f"{what} at step {step}: max |diff| = {diff:.3g} > {self.tol:g}"
 
 
@@ -246,8 +251,34 @@ def compare_states(
     missing = sorted(set(ours) ^ set(theirs))
     if missing:
         raise AssertionError(f"internal: quantities on one side only: {missing[:5]}")
-    for name in ours:
+    for name in sorted(ours, key=lambda n: _causal_rank(classify(n))):
         cmp.add(classify(name), name, ours[name], theirs[name], step)
+
+
+_CAUSAL = (
+    "prototype_input",
+    "prototypes",
+    "key_encoder",
+    "key_encoder_buffer",
+    "positives",
+    "loss_",  # every term, in the order of the step
+    "total",
+    "grad",
+    "param",
+    "buffer",
+    "queue",
+    "queue_ptr",
+)
+
+
+def _causal_rank(group: str) -> int:
+    """Quantities are compared in the order a step computes them, so the first
+    disagreement named is the earliest one (a wrong momentum shows in the key encoder,
+    not in the loss it then changes)."""
+    for i, head in enumerate(_CAUSAL):
+        if group == head or (head.endswith("_") and group.startswith(head)):
+            return i
+    return len(_CAUSAL)
 
 
 # --------------------------------------------------------------------------------------
@@ -284,7 +315,9 @@ def record_package_draws(pkg: types.SimpleNamespace, log: DrawLog) -> Iterator[N
         return select
 
     def wrap_tc(orig: Callable[..., Tensor]) -> Callable[..., Tensor]:
-        def sample(t_star: Tensor, lam: float, generator: torch.Generator, mode: str = "paper") -> Tensor:
+        def sample(
+            t_star: Tensor, lam: float, generator: torch.Generator, mode: str = "paper"
+        ) -> Tensor:
             state = generator.get_state()
             out = orig(t_star, lam, generator, mode)
             if mode != "fixed":  # the same U[0, 1) the package drew, re-drawn from a copy
@@ -323,7 +356,7 @@ def record_package_draws(pkg: types.SimpleNamespace, log: DrawLog) -> Iterator[N
 
 
 class _InjectedUniform:
-    """Stands in for ``torch.FloatTensor(n)``; its ``uniform_(0, lam)`` returns the injected draw."""
+    """``torch.FloatTensor(n)`` whose ``uniform_(0, lam)`` returns the injected draw."""
 
     def __init__(self, queue: list[Tensor], n: int) -> None:
         self.queue, self.n = queue, n
@@ -333,7 +366,9 @@ class _InjectedUniform:
             raise AssertionError("the released code drew more t_c uniforms than the package")
         u = self.queue.pop(0).reshape(-1).float()
         if u.numel() != self.n or low != 0:
-            raise AssertionError(f"uniform draw of {self.n} in [{low}, {high}) vs {u.numel()} injected")
+            raise AssertionError(
+                f"uniform draw of {self.n} in [{low}, {high}) vs {u.numel()} injected"
+            )
         return u * high  # U(0, lam) from the package's U[0, 1): the same number
 
 
@@ -347,14 +382,14 @@ class _TorchWithInjectedDraws(types.ModuleType):
     def __getattr__(self, name: str) -> Any:
         return getattr(torch, name)
 
-    def FloatTensor(self, *size: int) -> Any:  # noqa: N802 - the name the released code calls
+    def FloatTensor(self, *size: int) -> Any:
         if len(size) == 1 and isinstance(size[0], int):
             return _InjectedUniform(self._queue, size[0])
         return torch.FloatTensor(*size)
 
 
 class _NumpyWithInjectedChoice(types.ModuleType):
-    """``numpy`` for the released generator module; ``random.choice`` returns the injected positions."""
+    """``numpy`` for the released generator; ``random.choice`` returns injected positions."""
 
     def __init__(self, queue: list[np.ndarray]) -> None:
         super().__init__("numpy")
@@ -376,9 +411,11 @@ class _NumpyWithInjectedChoice(types.ModuleType):
 
 
 class _FakeKMeans:
-    """geomstats' ``RiemannianKMeans`` for the released code: records its input, returns the injected centres."""
+    """geomstats' ``RiemannianKMeans``: records its input, returns the injected centres."""
 
-    def __init__(self, inputs: list[Tensor], centres: list[Tensor], *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, inputs: list[Tensor], centres: list[Tensor], *args: Any, **kwargs: Any
+    ) -> None:
         self.inputs, self.injected = inputs, centres
         self.kwargs = kwargs
         self.centroids: np.ndarray | None = None
@@ -386,7 +423,9 @@ class _FakeKMeans:
     def fit(self, x: np.ndarray) -> _FakeKMeans:
         self.inputs.append(torch.from_numpy(np.array(x, dtype=np.float32)))
         if not self.injected:
-            raise AssertionError("the released code refreshed its prototypes more often than the package")
+            raise AssertionError(
+                "the released code refreshed its prototypes more often than the package"
+            )
         self.centroids = self.injected.pop(0).numpy()
         return self
 
@@ -425,14 +464,26 @@ def _spec(method: str, ref: Path) -> BiGRUSpec:
     if method == "baseline":
         return BiGRUSpec("anshulbshah/HaLP", "builder_single_modality_baseline", ("joint",))
     if method == "halp":
-        return BiGRUSpec("anshulbshah/HaLP", "builder_single_modality_halp", ("joint",), generate=True, step_flags=True)
+        return BiGRUSpec(
+            "anshulbshah/HaLP",
+            "builder_single_modality_halp",
+            ("joint",),
+            generate=True,
+            step_flags=True,
+        )
     if method == "cmd":
         if (ref / "moco" / "builder_cmd.py").is_file():
             return BiGRUSpec("maoyunyao/CMD", "builder_cmd", ALL, cmd=True)
         return BiGRUSpec("anshulbshah/HaLP", "builder_mm_cmd", ALL, cmd=True, step_flags=True)
     if method == "halp_cmd":
         return BiGRUSpec(
-            "anshulbshah/HaLP", "builder_mm_halp", ALL, generate=True, cmd=True, step_flags=True, halp_weight="pn1_weight"
+            "anshulbshah/HaLP",
+            "builder_mm_halp",
+            ALL,
+            generate=True,
+            cmd=True,
+            step_flags=True,
+            halp_weight="pn1_weight",
         )
     raise KeyError(method)
 
@@ -650,7 +701,9 @@ class BiGRUHarness:
                     t = t.reshape(1)
                 elif theirs.startswith("queue"):
                     t = t.T
-                state[theirs] = t.clone().to(torch.get_default_dtype() if t.is_floating_point() else t.dtype)
+                state[theirs] = t.clone().to(
+                    torch.get_default_dtype() if t.is_floating_point() else t.dtype
+                )
         ref.load_state_dict(state, strict=True)
         ref.train()
         return ref
@@ -662,7 +715,10 @@ class BiGRUHarness:
         from halp.data.modalities import MODALITIES
 
         arr = x.numpy()
-        return {m: torch.from_numpy(np.ascontiguousarray(MODALITIES[m](arr))) for m in self.spec.modalities}
+        return {
+            m: torch.from_numpy(np.ascontiguousarray(MODALITIES[m](arr)))
+            for m in self.spec.modalities
+        }
 
     def run_package(
         self, model: nn.Module, inputs: list[tuple[Tensor, Tensor]], logs: list[DrawLog]
@@ -700,7 +756,9 @@ class BiGRUHarness:
                 for m, keys in zip(self.spec.modalities, x, strict=True):
                     terms[f"prototype_input/{m}"] = keys
             logs.append(draws)
-            results.append(StepResult(terms, grads, {k: v.clone() for k, v in _package_state(model).items()}))
+            results.append(
+                StepResult(terms, grads, {k: v.clone() for k, v in _package_state(model).items()})
+            )
         return results
 
     def run_reference(
@@ -714,7 +772,9 @@ class BiGRUHarness:
         builder = mods[spec.builder]
         ref = self.ref_model(builder, model_for_state)
         o = model_for_state.config.optim  # type: ignore[attr-defined]
-        opt = torch.optim.SGD(ref.parameters(), o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        opt = torch.optim.SGD(
+            ref.parameters(), o.lr, momentum=o.momentum, weight_decay=o.weight_decay
+        )
         names = {v: k for k, v in self.name_map(model_for_state).items()}
         recorded: dict[str, list[Tensor]] = {"positives": [], "kmeans": []}
         choice_queue: list[np.ndarray] = []
@@ -725,17 +785,23 @@ class BiGRUHarness:
             gen_mod = mods["generator"]
             gen_mod.np = _NumpyWithInjectedChoice(choice_queue)  # type: ignore[attr-defined]
             gen_mod.torch = _TorchWithInjectedDraws(uniform_queue)  # type: ignore[attr-defined]
-            builder.RiemannianKMeans = lambda *a, **k: _FakeKMeans(recorded["kmeans"], centres_queue, *a, **k)  # type: ignore[attr-defined]
+            builder.RiemannianKMeans = lambda *a, **k: _FakeKMeans(
+                recorded["kmeans"], centres_queue, *a, **k
+            )  # type: ignore[attr-defined]
             orig_mixup = gen_mod.generate_positives_using_mixup
 
-            def mixup(prototypes: Tensor, initial_value: Tensor, inds: Tensor | None = None, **kw: Any) -> Any:
+            def mixup(
+                prototypes: Tensor, initial_value: Tensor, inds: Tensor | None = None, **kw: Any
+            ) -> Any:
                 # the package's P_sel indices as positions in the released candidate list
                 # ``inds`` (ascending similarity), which np.random.choice then returns
                 sel = pending_selected.pop(0)
                 assert inds is not None
                 same = inds.unsqueeze(1) == sel.unsqueeze(-1)  # (B, Ng, W)
                 if not bool(same.any(-1).all()):
-                    raise AssertionError("the package drew a P_sel outside the released candidate set")
+                    raise AssertionError(
+                        "the package drew a P_sel outside the released candidate set"
+                    )
                 choice_queue.append(same.float().argmax(-1).numpy())
                 return orig_mixup(prototypes, initial_value, inds=inds, **kw)
 
@@ -763,7 +829,11 @@ class BiGRUHarness:
                     ref.update_prototypes(True)
                 pending_selected[:] = [s.cpu() for s in draws.selected]
                 uniform_queue[:] = [u.cpu() for u in draws.u]
-                kwargs = {"update_prototypes": False, "generate_this_step": spec.generate} if spec.step_flags else {}
+                kwargs = (
+                    {"update_prototypes": False, "generate_this_step": spec.generate}
+                    if spec.step_flags
+                    else {}
+                )
                 out = ref(xq, xk, **kwargs)
             logits, labels = out[:n], out[n]
             extra = list(out[n + 1 :])
@@ -784,7 +854,9 @@ class BiGRUHarness:
             opt.zero_grad()
             loss.backward()
             grads = {
-                "grad/" + names[k]: p.grad.detach().clone() for k, p in ref.named_parameters() if p.grad is not None
+                "grad/" + names[k]: p.grad.detach().clone()
+                for k, p in ref.named_parameters()
+                if p.grad is not None
             }
             opt.step()
             for m, h in zip(spec.modalities, recorded["positives"], strict=False):
@@ -823,9 +895,13 @@ class BiGRUHarness:
             theirs = self.run_reference(mods, fresh, inputs, logs)
         cmp = Comparison(self.tol)
         for step, (a, b) in enumerate(zip(ours, theirs, strict=True)):
-            compare_states(cmp, a.terms, b.terms, step, _classify)
-            compare_states(cmp, a.grads, b.grads, step, _classify)
-            compare_states(cmp, a.params, b.params, step, _classify)
+            compare_states(
+                cmp,
+                {**a.terms, **a.grads, **a.params},
+                {**b.terms, **b.grads, **b.params},
+                step,
+                _classify,
+            )
         return {
             "comparison": cmp,
             "ref_repo": self.spec.repo,
@@ -833,7 +909,11 @@ class BiGRUHarness:
             + [s.describe() for s in self.stubs]
             + self.injections(),
             "deviations": self.deviations(inputs, init, ours) if with_deviations else [],
-            "terms_step0": {k.split("/", 1)[1]: float(v) for k, v in ours[0].terms.items() if k.startswith("loss/")},
+            "terms_step0": {
+                k.split("/", 1)[1]: float(v)
+                for k, v in ours[0].terms.items()
+                if k.startswith("loss/")
+            },
         }
 
     def injections(self) -> list[str]:
@@ -844,7 +924,8 @@ class BiGRUHarness:
             "P_sel in the released candidate list",
             "runtime: moco.generator's torch.FloatTensor(n).uniform_(0, lambda) returns lambda "
             "times the package's U[0, 1) draws",
-            "runtime: RiemannianKMeans.fit returns the package's prototypes (its input keys are compared)",
+            "runtime: RiemannianKMeans.fit returns the package's prototypes (its input keys "
+            "are compared)",
             "runtime: update_prototypes(True) is called before each step the package refreshes at "
             "(the released loop calls it at the end of the step before)",
         ]
@@ -860,12 +941,16 @@ class BiGRUHarness:
         ]
         if self.spec.generate:
             keys += [
-                ("halp.tc_sampling", "paper", "paper: t_c ~ U(0, lambda t*); released: t_c = (1 - U(0, lambda)) t*"),
+                (
+                    "halp.tc_sampling",
+                    "paper",
+                    "paper: t_c ~ U(0, lambda t*); released: t_c = (1 - U(0, lambda)) t*",
+                ),
                 (
                     "halp.psel",
                     "paper",
-                    "paper: P_sel uniform over the P - 1 non-closest prototypes; released: over the "
-                    "20 nearest after p* (the same set for P <= 21; the draws map differently)",
+                    "paper: P_sel uniform over the P - 1 non-closest prototypes; released: over "
+                    "the 20 nearest after p* (the same set for P <= 21; draws map differently)",
                 ),
                 (
                     "halp.t_star",
@@ -923,7 +1008,9 @@ NOT_YET = {
 }
 
 
-def run_method(method: str, ref: Path, steps: int, tol: float = TOL) -> tuple[dict[str, Any], str | None]:
+def run_method(
+    method: str, ref: Path, steps: int, tol: float = TOL
+) -> tuple[dict[str, Any], str | None]:
     """The JSON record of one method and its first disagreement (None when all agree).
 
     The gate runs both sides in float64, where summation order no longer hides a
