@@ -147,13 +147,20 @@ def git_commit(ref: Path) -> str:
 
 @contextlib.contextmanager
 def released_modules(
-    ref: Path, package: str, modules: list[str], patches: list[Patch], stubs: list[Stub]
+    ref: Path,
+    package: str,
+    modules: list[str],
+    patches: list[Patch],
+    stubs: list[Stub],
+    flat: bool = False,
 ) -> Iterator[dict[str, types.ModuleType]]:
-    """Import ``package.<module>`` for each of ``modules`` from a patched copy of ``ref``.
+    """Import each of ``modules`` from a patched temporary copy of ``ref/package``.
 
-    The copy of ``ref/package`` lives in a temporary directory; the released package name
-    and the stubs are removed from ``sys.modules`` afterwards, so several checkouts can be
-    loaded in one process. A patch whose text is not found raises RefError.
+    ``flat=False``: ``package`` is a Python package, imported as ``package.<module>``;
+    ``flat=True``: a folder of top-level modules importing each other by plain name. The
+    modules loaded from the copy and the stubs leave ``sys.modules`` afterwards (what they
+    replaced is put back), so several checkouts can be loaded in one process. A patch
+    whose text is not found raises RefError.
     """
     src = ref / package
     if not src.is_dir():
@@ -173,35 +180,35 @@ def released_modules(
                     f"{p.old.strip()!r}, found {found}: the checkout is not the expected commit"
                 )
             path.write_text(text.replace(p.old, p.new))
-        saved = {
-            k: v for k, v in sys.modules.items() if k == package or k.startswith(package + ".")
-        }
+        root = str(dst) if flat else tmp
+        names = modules if flat else [package] + [f"{package}.{m}" for m in modules]
+        stub_names = sorted(
+            {
+                ".".join(s.name.split(".")[:i])
+                for s in stubs
+                for i in range(1, len(s.name.split(".")) + 1)
+            }
+        )
+        saved = {k: sys.modules[k] for k in [*names, *stub_names] if k in sys.modules}
         for k in saved:
             del sys.modules[k]
-        stubbed: list[str] = []
+        for name in stub_names:
+            sys.modules[name] = types.ModuleType(name)
         for stub in stubs:
-            parts = stub.name.split(".")
-            for i in range(1, len(parts) + 1):
-                name = ".".join(parts[:i])
-                if name not in sys.modules or name in stubbed:
-                    mod = sys.modules.get(name) if name in stubbed else types.ModuleType(name)
-                    assert mod is not None
-                    sys.modules[name] = mod
-                    if name not in stubbed:
-                        stubbed.append(name)
             for key, value in stub.attrs.items():
                 setattr(sys.modules[stub.name], key, value)
-        sys.path.insert(0, tmp)
+        sys.path.insert(0, root)
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # the released code prints
-                loaded = {m: importlib.import_module(f"{package}.{m}") for m in modules}
+                loaded = {
+                    m: importlib.import_module(m if flat else f"{package}.{m}") for m in modules
+                }
             yield loaded
         finally:
-            sys.path.remove(tmp)
-            for k in [k for k in sys.modules if k == package or k.startswith(package + ".")]:
-                del sys.modules[k]
-            for name in stubbed:
-                sys.modules.pop(name, None)
+            sys.path.remove(root)
+            for k, mod in list(sys.modules.items()):
+                if str(getattr(mod, "__file__", "") or "").startswith(tmp) or k in stub_names:
+                    del sys.modules[k]
             sys.modules.update(saved)
 
 
@@ -990,6 +997,246 @@ class BiGRUHarness:
         return out
 
 
+# --------------------------------------------------------------------------------------
+# GraphCL (Shen-Lab/GraphCL, unsupervised_TU)
+# --------------------------------------------------------------------------------------
+
+GRAPH_SIZES = {"graphs": 6, "features": 3, "hidden": 8, "layers": 2, "lr": 0.01}
+GRAPHCL_STUBS = [Stub("seaborn", {}, "imported by evaluate_embedding.py for plots only")]
+
+
+def _random_graphs(count: int, features: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Small connected-ish undirected graphs with one-hot node labels (both edge directions)."""
+    rng = np.random.default_rng(seed)
+    graphs = []
+    for _ in range(count):
+        n = int(rng.integers(6, 11))
+        pairs = {(i, i + 1) for i in range(n - 1)}  # a path, so no node is isolated
+        for _ in range(n):
+            a, b = (int(v) for v in rng.choice(n, 2, replace=False))
+            pairs.add((min(a, b), max(a, b)))
+        und = np.array(sorted(pairs), dtype=np.int64).T
+        edges = np.concatenate([und, und[::-1]], axis=1)
+        x = np.eye(features, dtype=np.float32)[rng.integers(features, size=n)]
+        graphs.append((x, edges))
+    return graphs
+
+
+class GraphCLHarness:
+    """The released ``simclr`` model (GIN encoder, head, ``loss_cal``) against the package.
+
+    The views are the random draws of GraphCL: the package draws them
+    (:func:`halp.data.graph_augment.make_views`, released mode) and both sides get the same
+    two batches each step. The released augmentation (``aug.py``) and the view-2 node
+    remapping in ``gsimclr.py``'s ``__main__`` are not importable and are not compared here.
+    """
+
+    def __init__(self, method: str, ref: Path, steps: int, tol: float) -> None:
+        self.method, self.ref, self.steps, self.tol = method, ref, steps, tol
+        self.patches: list[Patch] = []
+        self.stubs = GRAPHCL_STUBS
+
+    def config(self, **over: Any) -> Any:
+        from halp.config import GraphCLConfig, from_dict
+
+        data: dict[str, Any] = {
+            "method": "graphcl",
+            "aug_set": "random4",
+            "hidden": GRAPH_SIZES["hidden"],
+            "layers": GRAPH_SIZES["layers"],
+            "lr": GRAPH_SIZES["lr"],
+            "temperature": 0.2,
+            "subgraph": "released",
+            "edge_perturbation": "released",
+            "self_loops": "released",
+        }
+        data.update(over)
+        return from_dict(GraphCLConfig, data)
+
+    def batches(self, config: Any) -> list[tuple[Any, Any]]:
+        from halp.data.graph_augment import make_views
+        from halp.graphcl import to_batch
+
+        rng = np.random.default_rng(7)
+        graphs = _random_graphs(GRAPH_SIZES["graphs"], GRAPH_SIZES["features"], seed=1)
+        out = []
+        for _ in range(self.steps):
+            views = [make_views(x, e, config, rng) for x, e in graphs]
+            out.append((to_batch([v[0] for v in views]), to_batch([v[1] for v in views])))
+        dtype = torch.get_default_dtype()
+        for b1, b2 in out:
+            b1.x, b2.x = b1.x.to(dtype), b2.x.to(dtype)
+        return out
+
+    def run_package(
+        self, net: nn.Module, config: Any, batches: list[tuple[Any, Any]]
+    ) -> list[StepResult]:
+        """The step of :func:`halp.graphcl.pretrain` for ``method: graphcl``."""
+        from halp.graphcl import _embed, nt_xent
+
+        opt = torch.optim.Adam(net.parameters(), lr=config.lr)
+        results = []
+        for b1, b2 in batches:
+            z1 = _embed(net, b1, project=True)  # type: ignore[arg-type]
+            z2 = _embed(net, b2, project=True)  # type: ignore[arg-type]
+            loss = nt_xent(z1, z2, config.temperature)
+            opt.zero_grad()
+            loss.backward()
+            grads = {
+                "grad/" + n: p.grad.detach().clone()
+                for n, p in net.named_parameters()
+                if p.grad is not None
+            }
+            opt.step()
+            state = {
+                ("buffer/" if "running_" in n else "param/") + n: t.clone()
+                for n, t in net.state_dict().items()
+                if not n.endswith("num_batches_tracked")
+            }
+            terms = {
+                "loss/loss_graphcl": loss.detach(),
+                "embedding/view1": z1.detach(),
+                "embedding/view2": z2.detach(),
+            }
+            results.append(StepResult(terms, grads, state))
+        return results
+
+    @staticmethod
+    def ref_name(name: str) -> str:
+        """A package GraphCLNet name -> the released simclr's."""
+        name = name.replace("encoder.norms.", "encoder.bns.")
+        return name.replace("head.", "proj_head.", 1) if name.startswith("head.") else name
+
+    def run_reference(
+        self, mods: dict[str, types.ModuleType], net: nn.Module, batches: list[tuple[Any, Any]]
+    ) -> list[StepResult]:
+        g = mods["gsimclr"]
+        g.args = types.SimpleNamespace(prior=False)  # type: ignore[attr-defined]
+        g.dataset_num_features = GRAPH_SIZES["features"]  # type: ignore[attr-defined]
+        model = g.simclr(GRAPH_SIZES["hidden"], GRAPH_SIZES["layers"])
+        ours = {self.ref_name(n): n for n in net.state_dict()}
+        model.load_state_dict(
+            {k: net.state_dict()[v].clone() for k, v in ours.items()}, strict=True
+        )
+        model.train()
+        opt = torch.optim.Adam(model.parameters(), lr=GRAPH_SIZES["lr"])
+        results = []
+        for b1, b2 in batches:
+            x = model(b1.x, b1.edge_index, b1.batch, b1.num_graphs)
+            x_aug = model(b2.x, b2.edge_index, b2.batch, b2.num_graphs)
+            loss = model.loss_cal(x, x_aug)
+            opt.zero_grad()
+            loss.backward()
+            grads = {
+                "grad/" + ours[n]: p.grad.detach().clone()
+                for n, p in model.named_parameters()
+                if p.grad is not None
+            }
+            opt.step()
+            state = {
+                ("buffer/" if "running_" in n else "param/") + ours[n]: t.clone()
+                for n, t in model.state_dict().items()
+                if not n.endswith("num_batches_tracked")
+            }
+            terms = {
+                "loss/loss_graphcl": loss.detach(),
+                "embedding/view1": x.detach(),
+                "embedding/view2": x_aug.detach(),
+            }
+            results.append(StepResult(terms, grads, state))
+        return results
+
+    def build(self, config: Any) -> nn.Module:
+        from halp.encoders.gin import GraphCLNet
+
+        torch.manual_seed(0)
+        net = GraphCLNet(GRAPH_SIZES["features"], config.hidden, config.layers)
+        net.train()
+        return net
+
+    def run(self, with_deviations: bool = True) -> dict[str, Any]:
+        config = self.config()
+        batches = self.batches(config)
+        net = self.build(config)
+        init = copy.deepcopy(net.state_dict())
+        ours = self.run_package(net, config, batches)
+        fresh = self.build(config)
+        fresh.load_state_dict(init)
+        with released_modules(
+            self.ref, "unsupervised_TU", ["gsimclr"], self.patches, self.stubs, flat=True
+        ) as mods:
+            theirs = self.run_reference(mods, fresh, batches)
+        cmp = Comparison(self.tol)
+        for step, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+            compare_states(
+                cmp,
+                {**a.terms, **a.grads, **a.params},
+                {**b.terms, **b.grads, **b.params},
+                step,
+                _classify,
+            )
+        deviations = []
+        if with_deviations:
+            for key, value, what in (
+                (
+                    "self_loops",
+                    "none",
+                    "paper: the graph as given; released: self-loops on nodes 0..max-1 of view 1, "
+                    "view 2 built from that graph, then stripped of isolated nodes and self-loops",
+                ),
+                (
+                    "subgraph",
+                    "walk",
+                    "paper: the subgraph grows by random walk; released: the seed and its direct "
+                    "neighbours",
+                ),
+                (
+                    "edge_perturbation",
+                    "paper",
+                    "paper: drop and add a tenth of the undirected edges; released: drop int(E/10) "
+                    "directed entries, add none",
+                ),
+            ):
+                alt_config = self.config(**{key: value})
+                alt_net = self.build(alt_config)
+                alt_net.load_state_dict(init)
+                alt = self.run_package(alt_net, alt_config, self.batches(alt_config))
+                effect = Comparison(float("inf"))
+                for step, (a, b) in enumerate(zip(alt, ours, strict=True)):
+                    for name in a.terms:
+                        if name.startswith("loss/"):
+                            effect.add(_classify(name), name, a.terms[name], b.terms[name], step)
+                    for part in ("grads", "params"):
+                        x, y = getattr(a, part), getattr(b, part)
+                        for name in x:
+                            effect.add(_classify(name), name, x[name], y[name], step)
+                deviations.append(
+                    {
+                        "config": f"graphcl.{key}: {value}",
+                        "what": what,
+                        "effect_max_abs": _rounded(effect.max_abs),
+                    }
+                )
+        return {
+            "comparison": cmp,
+            "ref_repo": "Shen-Lab/GraphCL (unsupervised_TU)",
+            "patches": [s.describe() for s in self.stubs]
+            + [
+                "runtime: gsimclr.args = (prior=False) and gsimclr.dataset_num_features set, the "
+                "globals its __main__ would set",
+                "runtime: both sides get the package's views (make_views, aug_set random4, "
+                "released mode); the released aug.py and the view-2 remapping in gsimclr.py's "
+                "__main__ are not importable and not compared",
+            ],
+            "deviations": deviations,
+            "terms_step0": {
+                k.split("/", 1)[1]: float(v)
+                for k, v in ours[0].terms.items()
+                if k.startswith("loss/")
+            },
+        }
+
+
 def _rounded(d: dict[str, float]) -> dict[str, float]:
     return {k: float(f"{v:.3g}") for k, v in d.items()}
 
@@ -999,10 +1246,10 @@ HARNESSES: dict[str, Callable[[str, Path, int, float], Any]] = {
     "halp": BiGRUHarness,
     "cmd": BiGRUHarness,
     "halp_cmd": BiGRUHarness,
+    "graphcl": GraphCLHarness,
 }
 
 NOT_YET = {
-    "graphcl": "not implemented yet",
     "aimclr": "not implemented yet",
     "hiclr": "not implemented yet",
 }
