@@ -219,16 +219,23 @@ def released_modules(
 
 @dataclass
 class Comparison:
-    """Per-quantity largest differences over the steps, and the first disagreement."""
+    """Per-quantity largest differences over the steps, and the first disagreement.
+
+    A quantity agrees when ``max |ours - theirs| <= tol * max(1, max |theirs|)``: an
+    absolute tolerance for quantities of magnitude up to 1, relative to the largest entry
+    above that (a gradient of 27 computed in float32 carries rounding of ~1e-5 by itself).
+    """
 
     tol: float
     max_abs: dict[str, float] = field(default_factory=dict)
+    max_scaled: dict[str, float] = field(default_factory=dict)
     first_failure: str | None = None
 
     def add(self, group: str, name: str, ours: Tensor, theirs: Tensor, step: int) -> None:
         """Compare one quantity; ``group`` is the key it is summarised under."""
         ours = ours.detach().double().cpu()
         theirs = theirs.detach().double().cpu()
+        scale = 1.0
         if ours.shape != theirs.shape:
             diff = float("inf")
         else:
@@ -237,14 +244,19 @@ class Comparison:
             d = torch.where(both_nan, torch.zeros_like(d), d)
             d = torch.where(torch.isnan(d), torch.full_like(d, float("inf")), d)
             diff = float(d.max()) if d.numel() else 0.0
+            finite = theirs[torch.isfinite(theirs)]
+            scale = max(1.0, float(finite.abs().max())) if finite.numel() else 1.0
         self.max_abs[group] = max(self.max_abs.get(group, 0.0), diff)
-        if diff > self.tol and self.first_failure is None:
+        self.max_scaled[group] = max(self.max_scaled.get(group, 0.0), diff / scale)
+        if diff > self.tol * scale and self.first_failure is None:
             what = (
                 name
                 if ours.shape == theirs.shape
                 else f"{name} (shape {tuple(ours.shape)} vs {tuple(theirs.shape)})"
             )
-            self.first_failure = f"{what} at step {step}: max |diff| = {diff:.3g} > {self.tol:g}"
+            self.first_failure = (
+                f"{what} at step {step}: max |diff| = {diff:.3g} > {self.tol:g} x {scale:.3g}"
+            )
 
 
 def compare_states(
@@ -1237,6 +1249,279 @@ class GraphCLHarness:
         }
 
 
+# --------------------------------------------------------------------------------------
+# AimCLR (Levigty/AimCLR): ST-GCN, extreme view with EADM, D3M, nearest-neighbour mining
+# --------------------------------------------------------------------------------------
+
+STGCN_SIZES = {"width": 4, "feature": 16, "dim": 8, "frames": 8, "batch": 4, "queue": 16, "topk": 2}
+
+
+def _import_class(name: str) -> Any:
+    module, _, attr = name.rpartition(".")
+    return getattr(importlib.import_module(module), attr)
+
+
+AIMCLR_PATCHES = [
+    Patch(
+        "net/aimclr.py",
+        "labels = torch.zeros(logits.shape[0], dtype=torch.long).cuda()",
+        "labels = torch.zeros(logits.shape[0], dtype=torch.long).to(logits.device)",
+        "the InfoNCE labels made on the logits' device instead of CUDA",
+    ),
+    Patch(
+        "net/aimclr.py",
+        "torch.ones(topk_onehot.size(0), 1).cuda()",
+        "torch.ones(topk_onehot.size(0), 1).to(topk_onehot)",
+        "the key's column of the mined positive mask made on the queue's device",
+    ),
+    Patch(
+        "net/aimclr.py",
+        "gpu_index = keys.device.index",
+        "gpu_index = keys.device.index or 0",
+        "a CPU tensor has no device index: one process writes at the pointer",
+    ),
+]
+AIMCLR_STUBS = [
+    Stub(
+        "torchlight",
+        {"import_class": _import_class},
+        "only its import_class (a dotted-name import) is used; the repository's torchlight "
+        "package needs installing",
+    )
+]
+
+
+def _stgcn_ref_name(name: str) -> str:
+    """A package STGCNEncoder name -> the released st_gcn.Model's."""
+    if name.startswith("blocks."):
+        return "st_gcn_networks." + name[len("blocks.") :]
+    if name.startswith("projection."):
+        return "fc." + name[len("projection.") :]
+    return name
+
+
+class AimCLRHarness:
+    """The released ``AimCLR`` model and its processor's loss against the package's ``aimclr``.
+
+    Step 0 runs before mining, the later steps with nearest-neighbour mining (the released
+    ``epoch <= mining_epoch`` switch; the package's ``mining.start_epoch``). Dropout in the
+    ST-GCN blocks is set to 0 on both sides (a random draw that cannot be shared).
+    """
+
+    def __init__(self, method: str, ref: Path, steps: int, tol: float) -> None:
+        self.method, self.ref, self.steps, self.tol = method, ref, steps, tol
+        self.pkg = _package()
+
+    def package_model(self) -> Any:
+        s = STGCN_SIZES
+        data = {
+            "method": "aimclr",
+            "seed": 3,
+            "encoder": {
+                "arch": "stgcn",
+                "width": s["width"],
+                "feature_dim": s["feature"],
+                "proj_hidden": s["feature"],
+                "out_dim": s["dim"],
+                "dropout": 0.0,
+            },
+            "moco": {"queue_size": s["queue"], "momentum": 0.9, "temperature": 0.07},
+            "mining": {"start_epoch": 1, "topk": s["topk"]},
+            "aimclr": {"eadm_threshold": 0.7, "weight": 1.0},
+            "halp": {"top_k": 8, "num_prototypes": 4},  # unused, but checked against the queue
+            "optim": {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4},
+        }
+        model = self.pkg.PretrainModel(self.pkg.from_dict(self.pkg.PretrainConfig, data))
+        # the graph and its edge importances are built in float32 whatever the default
+        model.to(torch.get_default_dtype())
+        for module in model.modules():  # the objectives compute in float32 (see BiGRUHarness)
+            for name, buf in list(module.named_buffers(recurse=False)):
+                if name == "keys":
+                    setattr(module, name, buf.float())
+        model.train()
+        return model
+
+    def inputs(self) -> list[tuple[Tensor, Tensor, Tensor]]:
+        g = torch.Generator().manual_seed(5)
+        shape = (STGCN_SIZES["batch"], 3, STGCN_SIZES["frames"], 25, 2)
+        dtype = torch.get_default_dtype()
+        return [
+            tuple(torch.randn(shape, generator=g, dtype=torch.float32).to(dtype) for _ in range(3))  # type: ignore[misc]
+            for _ in range(self.steps)
+        ]
+
+    def name_map(self, model: nn.Module) -> dict[str, str]:
+        out = {}
+        for name in model.state_dict():
+            parts = name.split(".")
+            if parts[:2] == ["branches", "joint"]:
+                if parts[2].startswith("encoder_"):
+                    out[name] = f"{parts[2]}.{_stgcn_ref_name('.'.join(parts[3:]))}"
+                elif parts[2:] == ["queue", "keys"]:
+                    out[name] = "queue"
+                elif parts[2:] == ["queue", "ptr"]:
+                    out[name] = "queue_ptr"
+        return out
+
+    def run_package(
+        self, model: Any, inputs: list[tuple[Tensor, Tensor, Tensor]]
+    ) -> list[StepResult]:
+        o = model.config.optim
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        generator = torch.Generator().manual_seed(11)
+        results = []
+        for step, (x_extreme, xq, xk) in enumerate(inputs):
+            epoch = 0 if step == 0 else 1
+            model.prepare_step(epoch, step, generator)
+            out = model(
+                {"joint": xq}, {"joint": xk}, epoch=epoch, generator=generator, step=step,
+                views={"extreme": {"joint": x_extreme}},
+            )  # fmt: skip
+            opt.zero_grad()
+            out.loss.backward()
+            grads = {
+                "grad/" + n: p.grad.detach().clone()
+                for n, p in model.named_parameters()
+                if p.requires_grad and p.grad is not None
+            }
+            opt.step()
+            t = out.terms
+            terms = {
+                "loss/loss_cl_joint": torch.as_tensor(t["loss_cl_joint"]),
+                "loss/d3m_extreme": torch.as_tensor(t["d3m_extreme_joint"]),
+                "loss/d3m_extreme_drop": torch.as_tensor(t["d3m_extreme_drop_joint"]),
+                "loss/total": out.loss.detach(),
+            }
+            results.append(
+                StepResult(terms, grads, {k: v.clone() for k, v in _package_state(model).items()})
+            )
+        return results
+
+    def run_reference(
+        self,
+        mods: dict[str, types.ModuleType],
+        model: Any,
+        inputs: list[tuple[Tensor, Tensor, Tensor]],
+    ) -> list[StepResult]:
+        s = STGCN_SIZES
+        with contextlib.redirect_stdout(io.StringIO()):
+            ref = mods["aimclr"].AimCLR(
+                base_encoder="net.st_gcn.Model", pretrain=True, feature_dim=s["dim"],
+                queue_size=s["queue"], momentum=0.9, Temperature=0.07, mlp=True, in_channels=3,
+                hidden_channels=s["width"], hidden_dim=s["feature"], num_class=60, dropout=0.0,
+                graph_args={"layout": "ntu-rgb+d", "strategy": "spatial"},
+                edge_importance_weighting=True,
+            )  # fmt: skip
+        names = self.name_map(model)
+        state = ref.state_dict()
+        covered = set()
+        for ours, theirs in names.items():
+            t = model.state_dict()[ours]
+            t = t.reshape(1) if theirs == "queue_ptr" else t.T if theirs == "queue" else t
+            state[theirs] = t.clone().to(state[theirs].dtype)
+            covered.add(theirs)
+        missing = [
+            k
+            for k in state
+            if k not in covered
+            and not k.endswith(".A")
+            and k != "encoder_q.A"
+            and k != "encoder_k.A"
+        ]
+        if missing:
+            raise AssertionError(
+                f"internal: released parameters not set from the package: {missing[:5]}"
+            )
+        ref.load_state_dict(state, strict=True)
+        ref.train()
+        back = {v: k for k, v in names.items()}
+        o = model.config.optim
+        opt = torch.optim.SGD(
+            ref.parameters(), o.lr, momentum=o.momentum, weight_decay=o.weight_decay
+        )
+        results = []
+        for step, (x_extreme, xq, xk) in enumerate(inputs):
+            mining = step > 0  # the released processor: epoch > mining_epoch
+            if mining:
+                out1, mask, out2, out3, target2 = ref(x_extreme, xq, xk, nnm=True, topk=s["topk"])
+                loss1 = (-(F.log_softmax(out1, dim=1) * mask).sum(1) / mask.sum(1)).mean()
+            else:
+                out1, target1, out2, out3, target2 = ref(x_extreme, xq, xk)
+                loss1 = F.cross_entropy(out1, target1)
+            ref.update_ptr(out1.size(0))
+            loss2 = -torch.mean(torch.sum(torch.log(out2) * target2, dim=1))
+            loss3 = -torch.mean(torch.sum(torch.log(out3) * target2, dim=1))
+            loss = loss1 + (loss2 + loss3) / 2.0
+            opt.zero_grad()
+            loss.backward()
+            grads = {
+                "grad/" + back[n]: p.grad.detach().clone()
+                for n, p in ref.named_parameters()
+                if p.grad is not None
+            }
+            opt.step()
+            terms = {
+                "loss/loss_cl_joint": loss1.detach(),
+                "loss/d3m_extreme": loss2.detach(),
+                "loss/d3m_extreme_drop": loss3.detach(),
+                "loss/total": loss.detach(),
+            }
+            st: dict[str, Tensor] = {}
+            for k, t in ref.state_dict().items():
+                if k.endswith("num_batches_tracked") or k.endswith(".A"):
+                    continue
+                ours = back[k]
+                if k == "queue":
+                    st["queue/joint"] = t.T.clone()
+                elif k == "queue_ptr":
+                    st["queue_ptr/joint"] = t.clone()
+                else:
+                    st[("buffer/" if "running_" in k else "param/") + ours] = t.clone()
+            results.append(StepResult(terms, grads, st))
+        return results
+
+    def run(self, with_deviations: bool = True) -> dict[str, Any]:
+        torch.manual_seed(0)
+        inputs = self.inputs()
+        model = self.package_model()
+        init = copy.deepcopy(model.state_dict())
+        ours = self.run_package(model, inputs)
+        fresh = self.package_model()
+        fresh.load_state_dict(init)
+        with released_modules(
+            self.ref, "net", ["aimclr", "st_gcn"], AIMCLR_PATCHES, AIMCLR_STUBS
+        ) as mods:
+            theirs = self.run_reference(mods, fresh, inputs)
+        cmp = Comparison(self.tol)
+        for step, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+            compare_states(
+                cmp,
+                {**a.terms, **a.grads, **a.params},
+                {**b.terms, **b.grads, **b.params},
+                step,
+                _classify,
+            )
+        return {
+            "comparison": cmp,
+            "ref_repo": "Levigty/AimCLR",
+            "patches": [p.describe() for p in AIMCLR_PATCHES]
+            + [s.describe() for s in AIMCLR_STUBS]
+            + [
+                "runtime: ST-GCN dropout 0 on both sides (its draws cannot be shared)",
+                "runtime: the step of processor/pretrain_aimclr.py (loss1 + (loss2 + loss3) / 2, "
+                "update_ptr after forward) re-expressed in the script: the processors need the "
+                "repository's torchlight and data to import",
+            ],
+            "deviations": [],
+            "terms_step0": {
+                k.split("/", 1)[1]: float(v)
+                for k, v in ours[0].terms.items()
+                if k.startswith("loss/")
+            },
+        }
+
+
 def _rounded(d: dict[str, float]) -> dict[str, float]:
     return {k: float(f"{v:.3g}") for k, v in d.items()}
 
@@ -1247,10 +1532,10 @@ HARNESSES: dict[str, Callable[[str, Path, int, float], Any]] = {
     "cmd": BiGRUHarness,
     "halp_cmd": BiGRUHarness,
     "graphcl": GraphCLHarness,
+    "aimclr": AimCLRHarness,
 }
 
 NOT_YET = {
-    "aimclr": "not implemented yet",
     "hiclr": "not implemented yet",
 }
 
@@ -1276,6 +1561,7 @@ def run_method(
         "steps": steps,
         "tol": tol,
         "max_abs_diff": _rounded(cmp.max_abs),
+        "max_scaled_diff": _rounded(cmp.max_scaled),
         "max_abs_diff_float32": _rounded(result32["comparison"].max_abs),
         "terms_step0": _rounded(result["terms_step0"]),
         "patches": result["patches"],
