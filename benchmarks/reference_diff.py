@@ -84,12 +84,30 @@ def _package() -> types.SimpleNamespace:
 
 @contextlib.contextmanager
 def default_dtype(dtype: torch.dtype) -> Iterator[None]:
-    """Build and run both sides in ``dtype`` (parameters, inputs, buffers)."""
+    """Build and run both sides in ``dtype`` (parameters, inputs, buffers).
+
+    In float64, ``Tensor.float()`` returns a float64 tensor unchanged for the duration:
+    the package casts its embeddings with ``.float()`` so that every objective computes in
+    float32 (``halp.model``); left in place, that rounding (about 1e-7 relative) is
+    amplified by BatchNorm's backward over a batch of 8 rows into gradient differences of
+    a few percent on near-cancelling gradients (HiCLR's), which would hide a real
+    difference. No released step calls ``.float()``.
+    """
     saved = torch.get_default_dtype()
+    original = torch.Tensor.float
     torch.set_default_dtype(dtype)
+    if dtype == torch.float64:
+
+        def keep_double(self: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+            if self.dtype == torch.float64:
+                return self
+            return original(self, *args, **kwargs)
+
+        torch.Tensor.float = keep_double  # type: ignore[method-assign]
     try:
         yield
     finally:
+        torch.Tensor.float = original  # type: ignore[method-assign]
         torch.set_default_dtype(saved)
 
 
@@ -219,23 +237,16 @@ def released_modules(
 
 @dataclass
 class Comparison:
-    """Per-quantity largest differences over the steps, and the first disagreement.
-
-    A quantity agrees when ``max |ours - theirs| <= tol * max(1, max |theirs|)``: an
-    absolute tolerance for quantities of magnitude up to 1, relative to the largest entry
-    above that (a gradient of 27 computed in float32 carries rounding of ~1e-5 by itself).
-    """
+    """Per-quantity largest absolute differences over the steps, and the first disagreement."""
 
     tol: float
     max_abs: dict[str, float] = field(default_factory=dict)
-    max_scaled: dict[str, float] = field(default_factory=dict)
     first_failure: str | None = None
 
     def add(self, group: str, name: str, ours: Tensor, theirs: Tensor, step: int) -> None:
         """Compare one quantity; ``group`` is the key it is summarised under."""
         ours = ours.detach().double().cpu()
         theirs = theirs.detach().double().cpu()
-        scale = 1.0
         if ours.shape != theirs.shape:
             diff = float("inf")
         else:
@@ -244,19 +255,14 @@ class Comparison:
             d = torch.where(both_nan, torch.zeros_like(d), d)
             d = torch.where(torch.isnan(d), torch.full_like(d, float("inf")), d)
             diff = float(d.max()) if d.numel() else 0.0
-            finite = theirs[torch.isfinite(theirs)]
-            scale = max(1.0, float(finite.abs().max())) if finite.numel() else 1.0
         self.max_abs[group] = max(self.max_abs.get(group, 0.0), diff)
-        self.max_scaled[group] = max(self.max_scaled.get(group, 0.0), diff / scale)
-        if diff > self.tol * scale and self.first_failure is None:
+        if diff > self.tol and self.first_failure is None:
             what = (
                 name
                 if ours.shape == theirs.shape
                 else f"{name} (shape {tuple(ours.shape)} vs {tuple(theirs.shape)})"
             )
-            self.first_failure = (
-                f"{what} at step {step}: max |diff| = {diff:.3g} > {self.tol:g} x {scale:.3g}"
-            )
+            self.first_failure = f"{what} at step {step}: max |diff| = {diff:.3g} > {self.tol:g}"
 
 
 def compare_states(
@@ -650,12 +656,6 @@ class BiGRUHarness:
             if name.endswith("queue.seen"):
                 state[name] = torch.tensor(SIZES["queue"])
         model.load_state_dict(state)
-        # the package's objectives compute in float32 (the model casts the embeddings with
-        # .float()), so its queue and prototypes stay float32 in a float64 run
-        for module in model.modules():
-            for name, buf in list(module.named_buffers(recurse=False)):
-                if name in ("keys", "centres"):
-                    setattr(module, name, buf.float())
         model.train()
         return model
 
@@ -1253,6 +1253,9 @@ class GraphCLHarness:
 # AimCLR (Levigty/AimCLR): ST-GCN, extreme view with EADM, D3M, nearest-neighbour mining
 # --------------------------------------------------------------------------------------
 
+MINING_FROM = 1
+HICLR_MASK_RATIO = 0.1
+"""The first step run with nearest-neighbour mining (AimCLR, HiCLR)."""
 STGCN_SIZES = {"width": 4, "feature": 16, "dim": 8, "frames": 8, "batch": 4, "queue": 16, "topk": 2}
 
 
@@ -1334,10 +1337,6 @@ class AimCLRHarness:
         model = self.pkg.PretrainModel(self.pkg.from_dict(self.pkg.PretrainConfig, data))
         # the graph and its edge importances are built in float32 whatever the default
         model.to(torch.get_default_dtype())
-        for module in model.modules():  # the objectives compute in float32 (see BiGRUHarness)
-            for name, buf in list(module.named_buffers(recurse=False)):
-                if name == "keys":
-                    setattr(module, name, buf.float())
         model.train()
         return model
 
@@ -1372,7 +1371,7 @@ class AimCLRHarness:
         generator = torch.Generator().manual_seed(11)
         results = []
         for step, (x_extreme, xq, xk) in enumerate(inputs):
-            epoch = 0 if step == 0 else 1
+            epoch = 0 if step < MINING_FROM else 1
             model.prepare_step(epoch, step, generator)
             out = model(
                 {"joint": xq}, {"joint": xk}, epoch=epoch, generator=generator, step=step,
@@ -1442,7 +1441,7 @@ class AimCLRHarness:
         )
         results = []
         for step, (x_extreme, xq, xk) in enumerate(inputs):
-            mining = step > 0  # the released processor: epoch > mining_epoch
+            mining = step >= MINING_FROM  # the released processor: epoch > mining_epoch
             if mining:
                 out1, mask, out2, out3, target2 = ref(x_extreme, xq, xk, nnm=True, topk=s["topk"])
                 loss1 = (-(F.log_softmax(out1, dim=1) * mask).sum(1) / mask.sum(1)).mean()
@@ -1522,6 +1521,258 @@ class AimCLRHarness:
         }
 
 
+# --------------------------------------------------------------------------------------
+# HiCLR (JHang2020/HiCLR): basic, normal and masked branches, hierarchical loss, mining
+# --------------------------------------------------------------------------------------
+
+HICLR_PATCHES = [
+    Patch(
+        "net/hiclr.py",
+        "labels = torch.zeros(logits.shape[0], dtype=torch.long).cuda()",
+        "labels = torch.zeros(logits.shape[0], dtype=torch.long).to(logits.device)",
+        "the InfoNCE labels made on the logits' device instead of CUDA",
+        count=1,
+    ),
+    Patch(
+        "net/hiclr.py",
+        "torch.ones(topk_onehot.size(0), 1).cuda()",
+        "torch.ones(topk_onehot.size(0), 1).to(topk_onehot)",
+        "the key's column of the mined positive mask made on the queue's device",
+    ),
+    Patch(
+        "net/hiclr.py",
+        "gpu_index = keys.device.index",
+        "gpu_index = keys.device.index or 0",
+        "a CPU tensor has no device index: one process writes at the pointer",
+    ),
+]
+HICLR_STUBS = [
+    Stub("torchlight", {}, "the repository's torchlight package needs installing"),
+    Stub(
+        "torchlight.torchlight",
+        {"import_class": _import_class},
+        "only its import_class (a dotted-name import) is used",
+    ),
+]
+
+
+class HiCLRHarness(AimCLRHarness):
+    """The released ``HiCLR.forward_pretrain_wmask`` and its processor's loss against ``hiclr``.
+
+    The branches are the released ones: basic (MoCo's query), normal, and the normal view
+    with the learnable joint mask; the mask pattern is the package's draw
+    (``joint_mask_pattern``), handed to the released model as its ``mask`` argument.
+    """
+
+    def package_model(self) -> Any:
+        s = STGCN_SIZES
+        data = {
+            "method": "hiclr",
+            "seed": 3,
+            "encoder": {
+                "arch": "stgcn",
+                "width": s["width"],
+                "feature_dim": s["feature"],
+                "proj_hidden": s["feature"],
+                "out_dim": s["dim"],
+                "dropout": 0.0,
+            },
+            "moco": {"queue_size": s["queue"], "momentum": 0.9, "temperature": 0.07},
+            "mining": {"start_epoch": 1, "topk": s["topk"]},
+            "hiclr": {"mask_ratio": HICLR_MASK_RATIO},
+            "halp": {"top_k": 8, "num_prototypes": 4},  # unused, but checked against the queue
+            "optim": {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4},
+        }
+        model = self.pkg.PretrainModel(self.pkg.from_dict(self.pkg.PretrainConfig, data))
+        model.to(torch.get_default_dtype())
+        model.train()
+        return model
+
+    def inputs(self) -> list[tuple[Tensor, ...]]:  # type: ignore[override]
+        g = torch.Generator().manual_seed(5)
+        shape = (STGCN_SIZES["batch"], 3, STGCN_SIZES["frames"], 25, 2)
+        dtype = torch.get_default_dtype()
+        return [
+            tuple(torch.randn(shape, generator=g, dtype=torch.float32).to(dtype) for _ in range(4))
+            for _ in range(self.steps)
+        ]
+
+    def name_map(self, model: nn.Module) -> dict[str, str]:
+        out = super().name_map(model)
+        for ours, theirs in list(out.items()):
+            head, sep, rest = theirs.partition(".edge_importance.")
+            if sep:
+                out[ours] = f"{head}.edge_importance{int(rest) + 1}"
+        out["masks.joint.token"] = "mask_param"
+        return out
+
+    def run_package(self, model: Any, inputs: list[Any]) -> list[StepResult]:  # type: ignore[override]
+        import halp.data.batch_augment as batch_augment
+
+        o = model.config.optim
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        generator = torch.Generator().manual_seed(11)
+        self.patterns: list[Tensor] = []
+
+        def wrap(orig: Callable[..., Tensor]) -> Callable[..., Tensor]:
+            def pattern(*args: Any, **kwargs: Any) -> Tensor:
+                out = orig(*args, **kwargs)
+                self.patterns.append(out.detach().clone())
+                return out
+
+            return pattern
+
+        results = []
+        with _wrapped(batch_augment, "joint_mask_pattern", wrap):
+            for step, (xq, xk, x_normal, x_strong) in enumerate(inputs):
+                epoch = 0 if step < MINING_FROM else 1
+                model.prepare_step(epoch, step, generator)
+                views = {"normal": {"joint": x_normal}, "strong": {"joint": x_strong}}
+                out = model(
+                    {"joint": xq}, {"joint": xk}, epoch=epoch, generator=generator, step=step,
+                    views=views,
+                )  # fmt: skip
+                opt.zero_grad()
+                out.loss.backward()
+                grads = {
+                    "grad/" + n: p.grad.detach().clone()
+                    for n, p in model.named_parameters()
+                    if p.requires_grad and p.grad is not None
+                }
+                opt.step()
+                t = out.terms
+                terms = {
+                    "loss/loss_cl_joint": torch.as_tensor(t["loss_cl_joint"]),
+                    "loss/hier_normal": torch.as_tensor(t["hier_normal_joint"]),
+                    "loss/hier_strong": torch.as_tensor(t["hier_strong_joint"]),
+                    "loss/total": out.loss.detach(),
+                }
+                state = {k: v.clone() for k, v in _package_state(model).items()}
+                results.append(StepResult(terms, grads, state))
+        return results
+
+    def run_reference(
+        self, mods: dict[str, types.ModuleType], model: Any, inputs: list[Any]
+    ) -> list[StepResult]:  # type: ignore[override]
+        s = STGCN_SIZES
+        with contextlib.redirect_stdout(io.StringIO()):
+            ref = mods["hiclr"].HiCLR(
+                base_encoder="net.st_gcn.Model", pretrain=True, feature_dim=s["dim"],
+                queue_size=s["queue"], momentum=0.9, Temperature=0.07, mlp=True, in_channels=3,
+                hidden_channels=s["width"], hidden_dim=s["feature"], num_class=60, dropout=0.0,
+                dropout_graph=0.1, add_graph=0.05,
+                graph_args={"layout": "ntu-rgb+d", "strategy": "spatial"},
+                edge_importance_weighting=True,
+            )  # fmt: skip
+        names = self.name_map(model)
+        state = ref.state_dict()
+        covered = set()
+        ours_state = model.state_dict()
+        for ours, theirs in names.items():
+            t = ours_state[ours]
+            t = t.reshape(1) if theirs == "queue_ptr" else t.T if theirs == "queue" else t
+            state[theirs] = t.clone().to(state[theirs].dtype)
+            covered.add(theirs)
+        missing = [k for k in state if k not in covered and not k.endswith(".A")]
+        if missing:
+            raise AssertionError(
+                f"internal: released parameters not set from the package: {missing[:5]}"
+            )
+        ref.load_state_dict(state, strict=True)
+        ref.train()
+        back = {v: k for k, v in names.items()}
+        o = model.config.optim
+        opt = torch.optim.SGD(
+            ref.parameters(), o.lr, momentum=o.momentum, weight_decay=o.weight_decay
+        )
+        results = []
+        for step, (xq, xk, x_normal, x_strong) in enumerate(inputs):
+            n, c, t_, v, m_ = xq.shape
+            keep = (~self.patterns[step]).to(xq.dtype)  # (T, V), 0 where masked
+            mask = keep.reshape(1, t_, 1, v, 1).repeat(n, 1, m_, 1, c)
+            kw = dict(im_q_1=x_normal, im_q_2=x_strong.clone(), im_q=xq, im_k=xk, mask=mask)
+            if step >= MINING_FROM:
+                out1, pos, out2, out3, target2, target3 = ref.forward_pretrain_wmask(
+                    nnm=True, topk=s["topk"], **kw
+                )
+                loss1 = (-(F.log_softmax(out1, dim=1) * pos).sum(1) / pos.sum(1)).mean()
+            else:
+                out1, target1, out2, out3, target2, target3 = ref.forward_pretrain_wmask(**kw)
+                loss1 = F.cross_entropy(out1, target1)
+            ref.update_ptr(out1.size(0))
+            loss2 = -torch.mean(torch.sum(torch.log(out2) * target2, dim=1))
+            loss3 = -torch.mean(torch.sum(torch.log(out3) * target3, dim=1))
+            loss = loss1 + (loss2 + loss3) / 2.0
+            opt.zero_grad()
+            loss.backward()
+            grads = {
+                "grad/" + back[k]: p.grad.detach().clone()
+                for k, p in ref.named_parameters()
+                if p.grad is not None
+            }
+            opt.step()
+            terms = {
+                "loss/loss_cl_joint": loss1.detach(),
+                "loss/hier_normal": loss2.detach(),
+                "loss/hier_strong": loss3.detach(),
+                "loss/total": loss.detach(),
+            }
+            st: dict[str, Tensor] = {}
+            for k, t in ref.state_dict().items():
+                if k.endswith("num_batches_tracked") or k.endswith(".A"):
+                    continue
+                if k == "queue":
+                    st["queue/joint"] = t.T.clone()
+                elif k == "queue_ptr":
+                    st["queue_ptr/joint"] = t.clone()
+                else:
+                    st[("buffer/" if "running_" in k else "param/") + back[k]] = t.clone()
+            results.append(StepResult(terms, grads, st))
+        return results
+
+    def run(self, with_deviations: bool = True) -> dict[str, Any]:
+        torch.manual_seed(0)
+        inputs = self.inputs()
+        model = self.package_model()
+        init = copy.deepcopy(model.state_dict())
+        ours = self.run_package(model, inputs)
+        fresh = self.package_model()
+        fresh.load_state_dict(init)
+        with released_modules(
+            self.ref, "net", ["hiclr", "st_gcn"], HICLR_PATCHES, HICLR_STUBS
+        ) as mods:
+            theirs = self.run_reference(mods, fresh, inputs)
+        cmp = Comparison(self.tol)
+        for step, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+            compare_states(
+                cmp,
+                {**a.terms, **a.grads, **a.params},
+                {**b.terms, **b.grads, **b.params},
+                step,
+                _classify,
+            )
+        return {
+            "comparison": cmp,
+            "ref_repo": "JHang2020/HiCLR",
+            "patches": [p.describe() for p in HICLR_PATCHES]
+            + [s.describe() for s in HICLR_STUBS]
+            + [
+                "runtime: ST-GCN dropout 0 on both sides (its draws cannot be shared)",
+                "runtime: the joint-mask pattern is the package's draw, passed as the released "
+                "forward_pretrain_wmask's mask (processor/utils.py Jointmask layout)",
+                "runtime: the step of processor/pretrain_hiclr.py (loss1 + (loss2 + loss3) / 2, "
+                "update_ptr after forward) re-expressed in the script",
+            ],
+            "deviations": [],
+            "terms_step0": {
+                k.split("/", 1)[1]: float(v)
+                for k, v in ours[0].terms.items()
+                if k.startswith("loss/")
+            },
+        }
+
+
 def _rounded(d: dict[str, float]) -> dict[str, float]:
     return {k: float(f"{v:.3g}") for k, v in d.items()}
 
@@ -1533,11 +1784,10 @@ HARNESSES: dict[str, Callable[[str, Path, int, float], Any]] = {
     "halp_cmd": BiGRUHarness,
     "graphcl": GraphCLHarness,
     "aimclr": AimCLRHarness,
+    "hiclr": HiCLRHarness,
 }
 
-NOT_YET = {
-    "hiclr": "not implemented yet",
-}
+NOT_YET = {}
 
 
 def run_method(
@@ -1545,9 +1795,8 @@ def run_method(
 ) -> tuple[dict[str, Any], str | None]:
     """The JSON record of one method and its first disagreement (None when all agree).
 
-    The gate runs both sides in float64, where summation order no longer hides a
-    difference (the package's objectives still compute in float32: the model casts the
-    embeddings with ``.float()``); the same comparison in float32 is reported alongside.
+    The gate runs both sides in float64 (:func:`default_dtype`), where rounding no longer
+    hides a difference; the same comparison in float32 is reported alongside, not gated.
     """
     with default_dtype(torch.float64):
         result = HARNESSES[method](method, ref, steps, tol).run()
@@ -1561,7 +1810,6 @@ def run_method(
         "steps": steps,
         "tol": tol,
         "max_abs_diff": _rounded(cmp.max_abs),
-        "max_scaled_diff": _rounded(cmp.max_scaled),
         "max_abs_diff_float32": _rounded(result32["comparison"].max_abs),
         "terms_step0": _rounded(result["terms_step0"]),
         "patches": result["patches"],
