@@ -296,3 +296,17 @@ def test_a_patch_that_no_longer_applies_is_an_error(
     assert script.main(["--method", "baseline", "--ref", str(ref), "--steps", "1"]) == 2
     assert "expects 1 occurrence" in capsys.readouterr().err
     assert script.main(["--method", "baseline", "--ref", str(tmp_path / "nowhere")]) == 2
+
+
+def test_the_run_leaves_the_interpreter_as_it_found_it(script: ModuleType, tmp_path: Path) -> None:
+    float_method = torch.Tensor.float
+    before = set(sys.modules)
+    run(script, "halp", write_fake(tmp_path), steps=1)
+    assert torch.Tensor.float is float_method
+    assert torch.get_default_dtype() == torch.float32
+    leaked = {
+        m
+        for m in set(sys.modules) - before
+        if m.split(".")[0] in ("moco", "geomstats", "torchvision")
+    }
+    assert not leaked
