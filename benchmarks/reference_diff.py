@@ -68,18 +68,36 @@ class RefError(Exception):
 
 
 def _package() -> types.SimpleNamespace:
-    """The package's model, config and the modules whose draws are recorded."""
+    """Everything the script uses from the package, imported here and nowhere else.
+
+    The model and config (``halp.model``, ``halp.config``); the modules whose functions are
+    wrapped to record the package's random draws (HaLP's objective and PosHal, HiCLR's
+    joint mask); the modality transforms; GraphCL's views, batching, encoder and loss.
+    """
     from halp import model as model_module
-    from halp.config import PretrainConfig, from_dict
+    from halp.config import GraphCLConfig, PretrainConfig, from_dict
+    from halp.data import batch_augment
+    from halp.data.graph_augment import make_views
+    from halp.data.modalities import MODALITIES
+    from halp.encoders.gin import GraphCLNet
+    from halp.graphcl import _embed, nt_xent, to_batch
 
     halp_objective = importlib.import_module("halp.objectives.halp")
     poshal = sys.modules[halp_objective.hallucinate.__module__]
     return types.SimpleNamespace(
         PretrainModel=model_module.PretrainModel,
         PretrainConfig=PretrainConfig,
+        GraphCLConfig=GraphCLConfig,
         from_dict=from_dict,
         halp_objective=halp_objective,
         poshal=poshal,
+        batch_augment=batch_augment,  # its joint_mask_pattern is wrapped
+        modalities=MODALITIES,
+        make_views=make_views,
+        to_batch=to_batch,
+        embed=_embed,
+        nt_xent=nt_xent,
+        GraphCLNet=GraphCLNet,
     )
 
 
@@ -732,11 +750,10 @@ class BiGRUHarness:
 
     def views(self, x: Tensor) -> dict[str, Tensor]:
         """The package's modalities of a joint clip (halp.data.modalities)."""
-        from halp.data.modalities import MODALITIES
-
+        modalities = self.pkg.modalities
         arr = x.numpy()
         return {
-            m: torch.from_numpy(np.ascontiguousarray(MODALITIES[m](arr)))
+            m: torch.from_numpy(np.ascontiguousarray(modalities[m](arr)))
             for m in self.spec.modalities
         }
 
@@ -1046,12 +1063,11 @@ class GraphCLHarness:
 
     def __init__(self, method: str, ref: Path, steps: int, tol: float) -> None:
         self.method, self.ref, self.steps, self.tol = method, ref, steps, tol
+        self.pkg = _package()
         self.patches: list[Patch] = []
         self.stubs = GRAPHCL_STUBS
 
     def config(self, **over: Any) -> Any:
-        from halp.config import GraphCLConfig, from_dict
-
         data: dict[str, Any] = {
             "method": "graphcl",
             "aug_set": "random4",
@@ -1064,12 +1080,10 @@ class GraphCLHarness:
             "self_loops": "released",
         }
         data.update(over)
-        return from_dict(GraphCLConfig, data)
+        return self.pkg.from_dict(self.pkg.GraphCLConfig, data)
 
     def batches(self, config: Any) -> list[tuple[Any, Any]]:
-        from halp.data.graph_augment import make_views
-        from halp.graphcl import to_batch
-
+        make_views, to_batch = self.pkg.make_views, self.pkg.to_batch
         rng = np.random.default_rng(7)
         graphs = _random_graphs(GRAPH_SIZES["graphs"], GRAPH_SIZES["features"], seed=1)
         out = []
@@ -1085,8 +1099,7 @@ class GraphCLHarness:
         self, net: nn.Module, config: Any, batches: list[tuple[Any, Any]]
     ) -> list[StepResult]:
         """The step of :func:`halp.graphcl.pretrain` for ``method: graphcl``."""
-        from halp.graphcl import _embed, nt_xent
-
+        _embed, nt_xent = self.pkg.embed, self.pkg.nt_xent
         opt = torch.optim.Adam(net.parameters(), lr=config.lr)
         results = []
         for b1, b2 in batches:
@@ -1160,10 +1173,8 @@ class GraphCLHarness:
         return results
 
     def build(self, config: Any) -> nn.Module:
-        from halp.encoders.gin import GraphCLNet
-
         torch.manual_seed(0)
-        net = GraphCLNet(GRAPH_SIZES["features"], config.hidden, config.layers)
+        net = self.pkg.GraphCLNet(GRAPH_SIZES["features"], config.hidden, config.layers)
         net.train()
         return net
 
@@ -1608,8 +1619,7 @@ class HiCLRHarness(AimCLRHarness):
         return out
 
     def run_package(self, model: Any, inputs: list[Any]) -> list[StepResult]:  # type: ignore[override]
-        import halp.data.batch_augment as batch_augment
-
+        batch_augment = self.pkg.batch_augment
         o = model.config.optim
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
