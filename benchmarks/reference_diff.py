@@ -72,15 +72,12 @@ def _package() -> types.SimpleNamespace:
 
     The model and config (``halp.model``, ``halp.config``); the modules whose functions are
     wrapped to record the package's random draws (HaLP's objective and PosHal, HiCLR's
-    joint mask); the modality transforms; GraphCL's views, batching, encoder and loss.
+    joint mask); the modality transforms. GraphCL's part: :func:`_graph_package`.
     """
     from halp import model as model_module
     from halp.config import GraphCLConfig, PretrainConfig, from_dict
     from halp.data import batch_augment
-    from halp.data.graph_augment import make_views
     from halp.data.modalities import MODALITIES
-    from halp.encoders.gin import GraphCLNet
-    from halp.graphcl import _embed, nt_xent, to_batch
 
     halp_objective = importlib.import_module("halp.objectives.halp")
     poshal = sys.modules[halp_objective.hallucinate.__module__]
@@ -93,6 +90,16 @@ def _package() -> types.SimpleNamespace:
         poshal=poshal,
         batch_augment=batch_augment,  # its joint_mask_pattern is wrapped
         modalities=MODALITIES,
+    )
+
+
+def _graph_package() -> types.SimpleNamespace:
+    """GraphCL's part of the package (it imports torch_geometric, so only when needed)."""
+    from halp.data.graph_augment import make_views
+    from halp.encoders.gin import GraphCLNet
+    from halp.graphcl import _embed, nt_xent, to_batch
+
+    return types.SimpleNamespace(
         make_views=make_views,
         to_batch=to_batch,
         embed=_embed,
@@ -1064,6 +1071,7 @@ class GraphCLHarness:
     def __init__(self, method: str, ref: Path, steps: int, tol: float) -> None:
         self.method, self.ref, self.steps, self.tol = method, ref, steps, tol
         self.pkg = _package()
+        self.graph = _graph_package()
         self.patches: list[Patch] = []
         self.stubs = GRAPHCL_STUBS
 
@@ -1083,7 +1091,7 @@ class GraphCLHarness:
         return self.pkg.from_dict(self.pkg.GraphCLConfig, data)
 
     def batches(self, config: Any) -> list[tuple[Any, Any]]:
-        make_views, to_batch = self.pkg.make_views, self.pkg.to_batch
+        make_views, to_batch = self.graph.make_views, self.graph.to_batch
         rng = np.random.default_rng(7)
         graphs = _random_graphs(GRAPH_SIZES["graphs"], GRAPH_SIZES["features"], seed=1)
         out = []
@@ -1099,7 +1107,7 @@ class GraphCLHarness:
         self, net: nn.Module, config: Any, batches: list[tuple[Any, Any]]
     ) -> list[StepResult]:
         """The step of :func:`halp.graphcl.pretrain` for ``method: graphcl``."""
-        _embed, nt_xent = self.pkg.embed, self.pkg.nt_xent
+        _embed, nt_xent = self.graph.embed, self.graph.nt_xent
         opt = torch.optim.Adam(net.parameters(), lr=config.lr)
         results = []
         for b1, b2 in batches:
@@ -1174,7 +1182,7 @@ class GraphCLHarness:
 
     def build(self, config: Any) -> nn.Module:
         torch.manual_seed(0)
-        net = self.pkg.GraphCLNet(GRAPH_SIZES["features"], config.hidden, config.layers)
+        net = self.graph.GraphCLNet(GRAPH_SIZES["features"], config.hidden, config.layers)
         net.train()
         return net
 
