@@ -312,6 +312,7 @@ _CAUSAL = (
     "key_encoder",
     "key_encoder_buffer",
     "positives",
+    "embedding",
     "loss_",  # every term, in the order of the step
     "total",
     "grad",

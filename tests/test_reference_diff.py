@@ -310,3 +310,71 @@ def test_the_run_leaves_the_interpreter_as_it_found_it(script: ModuleType, tmp_p
         if m.split(".")[0] in ("moco", "geomstats", "torchvision")
     }
     assert not leaked
+
+
+GSIMCLR = """
+import torch
+from torch import nn
+from torch_geometric.nn import GINConv, global_add_pool
+
+import seaborn  # noqa: F401  (plots only, as the released evaluate_embedding.py)
+
+
+class Encoder(nn.Module):
+    def __init__(self, num_features, dim, num_gc_layers):
+        super().__init__()
+        self.convs = nn.ModuleList()
+        self.bns = nn.ModuleList()
+        for i in range(num_gc_layers):
+            width = dim if i else num_features
+            self.convs.append(GINConv(nn.Sequential(nn.Linear(width, dim), nn.ReLU(),
+                                                    nn.Linear(dim, dim))))
+            self.bns.append(nn.BatchNorm1d(dim))
+
+    def forward(self, x, edge_index, batch):
+        layers = []
+        for conv, bn in zip(self.convs, self.bns):
+            x = bn(torch.relu(conv(x, edge_index)))
+            layers.append(global_add_pool(x, batch))
+        return torch.cat(layers, 1), None
+
+
+class simclr(nn.Module):
+    def __init__(self, hidden_dim, num_gc_layers):
+        super().__init__()
+        self.prior = args.prior
+        d = hidden_dim * num_gc_layers
+        self.encoder = Encoder(dataset_num_features, hidden_dim, num_gc_layers)
+        self.proj_head = nn.Sequential(nn.Linear(d, d), nn.ReLU(inplace=True), nn.Linear(d, d))
+
+    def forward(self, x, edge_index, batch, num_graphs):
+        return self.proj_head(self.encoder(x, edge_index, batch)[0])
+
+    def loss_cal(self, x, x_aug):
+        T = {temperature}
+        sim = (x @ x_aug.T) / torch.outer(x.norm(dim=1), x_aug.norm(dim=1))
+        sim = torch.exp(sim / T)
+        pos = sim.diagonal()
+        return -torch.log(pos / (sim.sum(1) - pos)).mean()
+"""
+
+
+def write_fake_graphcl(root: Path, temperature: str = "0.2") -> Path:
+    folder = root / "unsupervised_TU"
+    folder.mkdir(parents=True)
+    (folder / "gsimclr.py").write_text(GSIMCLR.replace("{temperature}", temperature))
+    return root
+
+
+def test_fake_graphcl_agrees_and_a_wrong_temperature_is_named(
+    script: ModuleType, tmp_path: Path
+) -> None:
+    with script.default_dtype(torch.float64):
+        good = script.GraphCLHarness("graphcl", write_fake_graphcl(tmp_path / "a"), 2, 1e-5)
+        cmp = good.run(with_deviations=False)["comparison"]
+        assert cmp.first_failure is None, cmp.first_failure
+        assert cmp.max_abs["loss_graphcl"] <= 1e-10 and cmp.max_abs["grad"] <= 1e-10
+        bad = script.GraphCLHarness("graphcl", write_fake_graphcl(tmp_path / "b", "0.5"), 2, 1e-5)
+        cmp = bad.run(with_deviations=False)["comparison"]
+    assert cmp.first_failure is not None
+    assert cmp.first_failure.startswith("loss/loss_graphcl at step 0")
