@@ -70,14 +70,14 @@ class RefError(Exception):
 def _package() -> types.SimpleNamespace:
     """Everything the script uses from the package, imported here and nowhere else.
 
-    The model and config (``halp.model``, ``halp.config``); the modules whose functions are
+    The model and config (``halp.methods.model``, ``halp.config``); the modules whose functions are
     wrapped to record the package's random draws (HaLP's objective and PosHal, HiCLR's
     joint mask); the modality transforms. GraphCL's part: :func:`_graph_package`.
     """
-    from halp import model as model_module
     from halp.config import GraphCLConfig, PretrainConfig, from_dict
     from halp.data import batch_augment
     from halp.data.modalities import MODALITIES
+    from halp.methods import model as model_module
 
     halp_objective = importlib.import_module("halp.objectives.halp")
     poshal = sys.modules[halp_objective.hallucinate.__module__]
@@ -97,7 +97,8 @@ def _graph_package() -> types.SimpleNamespace:
     """GraphCL's part of the package (it imports torch_geometric, so only when needed)."""
     from halp.data.graph_augment import make_views
     from halp.encoders.gin import GraphCLNet
-    from halp.graphcl import _embed, nt_xent, to_batch
+    from halp.graphcl import _embed, to_batch
+    from halp.objectives.graphcl import nt_xent
 
     return types.SimpleNamespace(
         make_views=make_views,
@@ -114,7 +115,7 @@ def default_dtype(dtype: torch.dtype) -> Iterator[None]:
 
     In float64, ``Tensor.float()`` returns a float64 tensor unchanged for the duration:
     the package casts its embeddings with ``.float()`` so that every objective computes in
-    float32 (``halp.model``); left in place, that rounding (about 1e-7 relative) is
+    float32 (``halp.methods.model``); left in place, that rounding (about 1e-7 relative) is
     amplified by BatchNorm's backward over a batch of 8 rows into gradient differences of
     a few percent on near-cancelling gradients (HiCLR's), which would hide a real
     difference. No released step calls ``.float()``.

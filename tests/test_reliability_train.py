@@ -197,7 +197,7 @@ def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(
     capsys: pytest.CaptureFixture[str],
     room: int,
 ) -> None:
-    from halp import checkpoint
+    from halp.methods import checkpoint
 
     run = tmp_path / "run"
     pretrain(smoke(data / "xsub"), run)
