@@ -1315,8 +1315,11 @@ def test_knn_top1_uses_centre_crops_and_passes_its_arguments(
 
     monkeypatch.setattr(knn, "ClassificationDataset", dataset)
     monkeypatch.setattr(knn, "extract_features", features)
+    checked: list[tuple[object, object]] = []
     monkeypatch.setattr(knn, "knn_accuracy", accuracy_)
+    monkeypatch.setattr(knn, "check_features", lambda f, split: checked.append((f, split)))
     assert knn.knn_top1(object(), "tr", "te", "bone", frames=16, seed=7) == 12.5  # type: ignore[arg-type]
+    assert checked == [("tr-set-f", "tr"), ("te-set-f", "te")]  # both feature sets checked
     crop = {"train": False, "out_frames": 16, "seed": 7, "keep": 0.95}
     assert made == [("tr", "bone", crop), ("te", "bone", crop)]
     assert extracted == [("tr-set", {"device": "cpu"}), ("te-set", {"device": "cpu"})]
