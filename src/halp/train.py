@@ -40,7 +40,7 @@ from halp.checkpoint import (
 )
 from halp.config import OptimConfig, PretrainConfig, from_dict, to_dict
 from halp.data.loaders import EpochSampler, PretrainDataset, make_epoch_loader
-from halp.data.storage import check_recipe, load_split
+from halp.data.storage import check_layout, check_recipe, load_split
 from halp.errors import CheckpointError, ConfigError, TrainingDiverged
 from halp.eval.health import alignment, mean_cosine, uniformity
 from halp.eval.knn import knn_top1
@@ -329,6 +329,7 @@ def pretrain(config: PretrainConfig, run_dir: Path, resume: bool = False) -> dic
     torch.manual_seed(config.seed)
     model = PretrainModel(config).to(device)
     check_recipe(Path(config.data.root), config.data.recipe, "data.recipe")
+    check_layout(Path(config.data.root), config.data.layout, "data.layout")
     train_split = load_split(Path(config.data.root), "train")
     test_split = load_split(Path(config.data.root), "test") if config.log.knn_every else None
     dataset = PretrainDataset(
