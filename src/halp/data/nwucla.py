@@ -176,14 +176,11 @@ def parse_clip(raw: bytes, origin: str, name: str) -> np.ndarray:
             raise RawFormatError(
                 origin, 1, f"frame {t}: expected {joints} joints of 3 coordinates each"
             )
-    try:
-        array = np.array(frames, dtype=np.float64)
-    except (TypeError, ValueError):
-        bad = next(
-            t for t, frame in enumerate(frames) if not all(_is_number(c) for j in frame for c in j)
-        )
-        raise RawFormatError(origin, 1, f"frame {bad}: a coordinate is not a number") from None
-    if not all(_is_number(c) for c in array.flat) or not np.isfinite(array).all():
+    for t, frame in enumerate(frames):
+        if not all(_is_number(c) for j in frame for c in j):
+            raise RawFormatError(origin, 1, f"frame {t}: a coordinate is not a number")
+    array = np.array(frames, dtype=np.float64)
+    if not np.isfinite(array).all():
         bad = int(np.flatnonzero(~np.isfinite(array).all(axis=(1, 2)))[0])
         raise RawFormatError(origin, 1, f"frame {bad}: a coordinate is NaN or infinite")
     too_far = np.abs(array).max(axis=(1, 2)) > MAX_ABS_METRES
