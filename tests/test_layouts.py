@@ -12,7 +12,12 @@ import torch
 from halp.checkpoint import load_checkpoint
 from halp.config import EvalConfig, PretrainConfig, load_config
 from halp.data import skeleton
-from halp.data.augment import LEFT_RIGHT_PERMUTATION, build_augmentation, spatial_flip
+from halp.data.augment import (
+    LEFT_RIGHT_PERMUTATION,
+    build_augmentation,
+    joint_corruption,
+    spatial_flip,
+)
 from halp.data.layouts import KINECT20, LAYOUTS, NTU25, get_layout
 from halp.data.loaders import PretrainDataset
 from halp.data.modalities import bone, modality_function
@@ -47,7 +52,8 @@ def test_ntu_layout_is_the_historical_constants() -> None:
     np.testing.assert_array_equal(
         spatial_partition(NTU25.num_joints, NTU25.edges, NTU25.centre), spatial_partition()
     )
-    assert build_augmentation("spatial_flip") is spatial_flip  # NTU's transform, unchanged
+    assert build_augmentation("spatial_flip") is spatial_flip  # NTU's transforms, unchanged
+    assert build_augmentation("joint_corruption") is joint_corruption
     assert NTU25.features_per_frame == 150
 
 
@@ -105,6 +111,10 @@ def test_bone_and_flip_follow_the_layout() -> None:
         np.testing.assert_array_equal(flipped[:, :, 4:8], x[:, :, 8:12])
     else:
         np.testing.assert_array_equal(flipped, x)
+    corrupt = build_augmentation("joint_corruption", KINECT20)
+    for seed in range(4):  # 12 of the 20 joints change (zeroed or mapped), as 15 of NTU's 25
+        changed = (corrupt(x, np.random.default_rng(seed)) != x).any(axis=(0, 1, 3))
+        assert changed.sum() == 12
     forced = spatial_flip(x, rng, p=1.0, permutation=KINECT20.left_right)
     np.testing.assert_array_equal(forced[:, :, 12:16], x[:, :, 16:20])
     np.testing.assert_array_equal(forced[:, :, :4], x[:, :, :4])

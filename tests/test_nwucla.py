@@ -208,6 +208,19 @@ def test_splits_on_synthetic_data(synth_raw: Path, tmp_path: Path) -> None:
     assert manifest["normalisation"]["recipe"] == "nwucla"
 
 
+def test_zip_archive_gives_the_same_arrays(synth_raw: Path, tmp_path: Path) -> None:
+    archive = Path(
+        shutil.make_archive(str(tmp_path / "all_sqe"), "zip", synth_raw.parent, "all_sqe")
+    )
+    from_zip = prepare_nwucla(archive, tmp_path / "zip")
+    from_dir = prepare_nwucla(synth_raw, tmp_path / "dir")
+    assert from_zip.counts == from_dir.counts
+    for part in ("train", "test"):
+        a, b = (load_split(tmp_path / d / "xview3", part) for d in ("zip", "dir"))
+        assert a.index.names == b.index.names
+        np.testing.assert_array_equal(a.data, b.data)
+
+
 def test_single_frame_rule(synth_raw: Path, tmp_path: Path) -> None:
     single = [
         p.stem

@@ -471,6 +471,17 @@ class OneOf:
         return self.transforms[k](x, rng)
 
 
+def corruption_for(layout: SkeletonLayout) -> Transform:
+    """``joint_corruption`` of the same share of ``layout``'s joints as ISC's 15 of NTU's 25.
+
+    Our reading for other layouts: ``round(0.6 * V)`` joints (12 of Kinect v1's 20); the
+    function itself for NTU.
+    """
+    if layout == NTU25:
+        return joint_corruption
+    return partial(joint_corruption, num_joints=round(15 / 25 * layout.num_joints))
+
+
 def flip_for(layout: SkeletonLayout) -> Transform:
     """``spatial_flip`` with ``layout``'s left/right twins (the function itself for NTU)."""
     if layout == NTU25:
@@ -494,7 +505,7 @@ def _aimclr_extreme(layout: SkeletonLayout = NTU25, blur: Transform = gaussian_b
 PRESETS: dict[str, Callable[[SkeletonLayout], Transform]] = {
     "none": lambda layout: Compose(),
     # ISC/CMD/HaLP pretraining: per view, after the temporal crop, one of the two (p = 0.5)
-    "isc": lambda layout: OneOf((shear, joint_corruption)),
+    "isc": lambda layout: OneOf((shear, corruption_for(layout))),
     # AimCLR's normal view = HiCLR's basic set (crop first, then shear, as released)
     "aimclr_normal": _aimclr_normal,
     # AimCLR's extreme view = HiCLR's basic + normal sets (aug_method '12345')
@@ -511,7 +522,10 @@ PRESETS: dict[str, Callable[[SkeletonLayout], Transform]] = {
 """Named augmentation sets, built for a skeleton layout; a preset may be used wherever a
 registered name may."""
 
-LAYOUT_AUGMENTATIONS: dict[str, Callable[[SkeletonLayout], Transform]] = {"spatial_flip": flip_for}
+LAYOUT_AUGMENTATIONS: dict[str, Callable[[SkeletonLayout], Transform]] = {
+    "spatial_flip": flip_for,
+    "joint_corruption": corruption_for,
+}
 """Registered names whose transform depends on the layout's joints."""
 
 AugmentationSpec = str | Sequence[str] | None
@@ -521,8 +535,9 @@ def build_augmentation(spec: AugmentationSpec, layout: SkeletonLayout = NTU25) -
     """Turn a config value into one spatial ``Transform`` for clips of ``layout``.
 
     ``spec`` is a preset name (``"isc"``, ``"none"``), a registered name (``"shear"``),
-    a list of those applied in order, or ``None`` (no augmentation). Transforms that name
-    joints (the mirroring ``spatial_flip``) use ``layout``'s (NTU's by default).
+    a list of those applied in order, or ``None`` (no augmentation). Transforms that depend
+    on the joints (``spatial_flip``'s twins, ``joint_corruption``'s count) use ``layout``'s
+    (NTU's by default).
     """
     if spec is None:
         return Compose()

@@ -47,6 +47,7 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -267,7 +268,7 @@ def part_of(clip: ClipName, benchmark: str, val_subjects: tuple[int, ...]) -> st
     return "test" if clip.subject in val_subjects else "train"
 
 
-def release_digest(chunks: list[bytes]) -> str:
+def release_digest(chunks: Iterable[bytes]) -> str:
     """sha256 of the files' bytes concatenated (give them in sorted name order)."""
     digest = hashlib.sha256()
     for chunk in chunks:

@@ -670,7 +670,7 @@ def prepare_nwucla(
                 raise PrepareError(message + SKIP_HINT) from None
             log.warning("skipping %s", message)
             bad.append({"name": name, "error": message})
-    digest = nwucla.release_digest([read_source(sources[n]) for n in sorted(sources)])
+    digest = nwucla.release_digest(read_source(sources[n]) for n in sorted(sources))
     verified = digest == nwucla.RELEASE_SHA256
     if not verified:
         message = (
