@@ -35,5 +35,6 @@ rule all:
     input:
         all_results(),
         graph_results(),
+        nwucla_results(),
         "results/tables",
         "results/figures",

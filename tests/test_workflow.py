@@ -77,6 +77,11 @@ def expected_counts(config: dict) -> dict[str, int]:
                     else:
                         datasets.add(b.split("_")[0])
     main = {f"{b}_{m}_{p}" for b in grid["benchmarks"] for m in grid["methods"] for p in ["linear"]}
+    nwucla = config["nwucla"]  # its own grid: splits x methods x protocols
+    runs |= {f"nwucla_{s}_{m}" for s in nwucla["splits"] for m in nwucla["methods"]}
+    if nwucla["splits"] and nwucla["methods"]:
+        datasets.add("nwucla")
+    evaluations += len(nwucla["splits"]) * len(nwucla["methods"]) * len(nwucla["protocols"])
     counts = {
         "prepare": len(datasets),
         "pretrain": len(runs),
@@ -92,7 +97,7 @@ def expected_counts(config: dict) -> dict[str, int]:
     if crossclr:
         counts["prepare_crossclr"] = len(crossclr)
     if config["synthetic"]:
-        counts.update(synth_ntu=1, synth_pku2=1)
+        counts.update(synth_ntu=1, synth_pku2=1, synth_nwucla=int("nwucla" in datasets))
     graphs = config["graphs"]
     pairs = len(graphs["datasets"]) * len(graphs["methods"])
     counts.update(
@@ -114,11 +119,27 @@ def test_full_grid_plans_every_job_of_the_paper() -> None:
     # on the 4 NTU benchmarks: AimCLR 4 variants and 3s-AimCLR (+ 2 stream variants: 24
     # runs, 4 fusions); HiCLR 4 variants and the streams of 2 ensembles (+ 4 stream
     # variants: 32 runs, 8 fusions); the slides' 6 arrangements on NTU-60 x-sub. Each run
-    # is evaluated once (linear).
-    assert (stats["pretrain"], stats["evaluate"], stats["transfer"]) == (95, 143, 8)
+    # is evaluated once (linear). NW-UCLA: 8 methods on xview3, kNN, linear and 10 % semi.
+    assert (stats["pretrain"], stats["evaluate"], stats["transfer"]) == (95 + 8, 143 + 24, 8)
     assert (stats["ensemble"], stats["prepare_crossclr"]) == (12, 2)
     # the poster's graph table: 4 datasets x 2 methods x 5 seeds
     assert (stats["graphcl_seed"], stats["graphcl_summary"]) == (40, 8)
+
+
+def test_smoke_plan_covers_the_nwucla_reader() -> None:
+    config = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    smoke = ("-n", "--cores", "2", "--configfile", str(ROOT / "config" / "smoke.yaml"))
+    stats = job_stats(snakemake(*smoke).stdout)
+    assert {k: v for k, v in stats.items() if k != "total"} == expected_counts(config)
+    assert stats["synth_nwucla"] == 1
+    target = "results/nwucla_xview3_halp_semi10.json"
+    out = snakemake("-n", "-p", "--cores", "2", target, "--configfile", smoke[-1]).stdout
+    assert job_stats(out) == {
+        "synth_nwucla": 1, "prepare": 1, "pretrain": 1, "evaluate": 1, "total": 4,
+    }  # fmt: skip
+    assert "halp prepare nwucla --raw raw/synthetic/nwucla" in out
+    assert "--set data.layout=kinect20 --set data.recipe=nwucla" in out
+    assert "--set label_fraction=0.1" in out
 
 
 def test_single_target_plans_only_its_chain() -> None:
@@ -162,6 +183,7 @@ def test_smoke_run_builds_every_target(smoke_dir: Path) -> None:
     assert "ntu60_xsub_halp_linear.json" in results
     assert "ntu60_to_pku2_halp_cmd_transfer.json" in results
     assert "ntu60_xsub_halp_semi50.json" in results and "overhead.json" in results
+    assert {f"nwucla_xview3_halp_{p}.json" for p in ("knn", "linear", "semi10")} <= set(results)
     linear = json.loads((smoke_dir / "results" / "ntu60_xsub_halp_linear.json").read_text())
     assert linear["protocol"] == "linear" and 0 <= linear["metrics"]["top1"] <= 100
     assert (smoke_dir / "results" / "tables" / "tables.md").is_file()
@@ -245,8 +267,9 @@ def test_the_workflow_copy_of_names_agrees_with_the_package() -> None:
 
     patterns, presets = _workflow_copies()
     assert presets == tuple(PRESETS)
-    assert set(patterns["dataset"].split("|")) == set(naming.DATASETS)
-    assert set(patterns["split"].split("|")) == set(naming.SPLITS)
+    # NW-UCLA's results (nwucla_xviewK_...) are not the paper tables' (its table is its own)
+    assert set(patterns["dataset"].split("|")) == {*naming.DATASETS, "nwucla"}
+    assert set(patterns["split"].split("|")) == {*naming.SPLITS, "xview[123](-val)?"}
     schema = (ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text()
     for method in PRESETS:
         assert re.search(rf"[(|]{method}[|)]", schema), method

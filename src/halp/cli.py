@@ -79,6 +79,37 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
         help="folder holding skeleton/, label/ and cross_*_v2.txt",
     )
     common(p)
+    p = kinds.add_parser(
+        "nwucla", help="NW-UCLA, the all_sqe JSON release (xview1-3 and xview1-3-val)"
+    )
+    p.add_argument("--raw", type=Path, required=True, help="folder or zip of the all_sqe files")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument(
+        "--workers", type=int, default=None, help="worker processes (default: all cores)"
+    )
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="skip malformed files, list them in manifest.json and the summary",
+    )
+    p.add_argument(
+        "--frames", type=int, default=201, help="stored frames per clip (default 201: all)"
+    )
+    p.add_argument(
+        "--drop-single-frame",
+        action="store_true",
+        help="leave out the two 1-frame clips (Predict & Cluster's 1,019 / 463 protocol)",
+    )
+    p.add_argument(
+        "--val-subjects",
+        default="9,10",
+        help="subjects (1-10, comma-separated) of the xviewK-val benchmarks' test parts",
+    )
+    p.add_argument(
+        "--expect-complete",
+        action="store_true",
+        help="fail unless the files are exactly the all_sqe release (checksum)",
+    )
     p = kinds.add_parser("import-cmd", help="convert a CMD/ISC-layout benchmark folder")
     p.add_argument("src", type=Path, help="folder with {train,val}_data_joint.npy etc.")
     p.add_argument("--out", type=Path, required=True, help="output folder")
@@ -97,7 +128,7 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
 
 def _add_synth(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="write a synthetic dataset in the real raw formats")
-    p.add_argument("kind", choices=("ntu", "pku", "tu"))
+    p.add_argument("kind", choices=("ntu", "pku", "nwucla", "tu"))
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--classes", type=int, default=6)
     p.add_argument("--per-class", type=int, default=8)
@@ -319,6 +350,23 @@ def run_prepare(args: argparse.Namespace) -> None:
             skip_bad=args.skip_bad,
             compaction=args.compaction or "all",
         )
+    elif args.kind == "nwucla":
+        try:
+            val_subjects = [int(v) for v in args.val_subjects.split(",")]
+        except ValueError:
+            raise UsageError(
+                f"--val-subjects {args.val_subjects!r}: give subject numbers like 9,10"
+            ) from None
+        summary = prepare.prepare_nwucla(
+            args.raw,
+            args.out,
+            workers=_workers(args.workers),
+            skip_bad=args.skip_bad,
+            num_frames=args.frames,
+            drop_single_frame=args.drop_single_frame,
+            val_subjects=val_subjects,
+            expect_complete=args.expect_complete,
+        )
     elif args.kind == "tu":
         from halp.data.tu import TU_URL, prepare_tu
 
@@ -345,6 +393,9 @@ def run_synth(args: argparse.Namespace) -> None:
     elif args.kind == "ntu":
         files = synthetic.synth_ntu(args.out, args.classes, args.per_class, args.seed)
         print(f"wrote {len(files)} NTU .skeleton files under {args.out}")
+    elif args.kind == "nwucla":
+        files = synthetic.synth_nwucla(args.out, args.classes, args.per_class, args.seed)
+        print(f"wrote {len(files)} NW-UCLA all_sqe .json files under {args.out}")
     else:
         written = synthetic.synth_pku(args.out, args.classes, args.per_class, args.seed)
         print(f"wrote {len(written['skeleton'])} PKU-MMD videos under {args.out}")

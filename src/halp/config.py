@@ -93,7 +93,9 @@ class DataConfig:
     augmentation: str = "isc"  # a preset or augmentation name of halp.data.augment
     workers: int = 4  # DataLoader worker processes
     # how `halp prepare` normalised data.root (--recipe); a folder of the other is refused
-    recipe: Literal["2s-agcn", "crossclr"] = "2s-agcn"
+    recipe: Literal["2s-agcn", "crossclr", "nwucla"] = "2s-agcn"
+    # the skeleton layout of data.root (halp.data.layouts): the encoder is built for it
+    layout: Literal["ntu25", "kinect20"] = "ntu25"
 
     def __post_init__(self) -> None:
         """Check value ranges when the configuration is built, before any training."""

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset, Subset
 
 from halp.config import EvalConfig, PretrainConfig, to_dict
 from halp.data.loaders import ClassificationDataset
-from halp.data.storage import SkeletonSplit, check_recipe, load_split
+from halp.data.storage import SkeletonSplit, check_layout, check_recipe, load_split
 from halp.encoders import build_encoder
 from halp.errors import EvaluationError
 from halp.eval.classifier import Classifier, fit_classifier, label_subset
@@ -148,6 +148,7 @@ def evaluate(config: EvalConfig, out: Path) -> dict[str, Any]:
     pre = config_of(payload)
     modality = config.modality or preset_of(pre).modalities[0]
     check_recipe(Path(config.data_root), pre.data.recipe, "data.recipe of the checkpoint")
+    check_layout(Path(config.data_root), pre.data.layout, "data.layout of the checkpoint")
     train, test, num_classes = _splits(config)
     dataset, benchmark = train.index.dataset, train.index.benchmark
     pretrained_on = payload.get("data", {}).get("dataset")

@@ -10,10 +10,10 @@ _ENSEMBLE_NAMES = "|".join(re.escape(name) for name in ENSEMBLES) or "(?!)"
 
 
 wildcard_constraints:
-    dataset="ntu60|ntu120|pku2",
+    dataset="ntu60|ntu120|pku2|nwucla",
     source="ntu60|ntu120|pku2",
     target="ntu60|ntu120|pku2",
-    split="xsub|xview|xset",
+    split="xsub|xview|xset|xview[123](-val)?",
     variant="(baseline|halp|cmd|halp_cmd|aimclr|aimclr_halp|hiclr|hiclr_halp)(-[A-Za-z0-9.]+)?",
     ensemble=_ENSEMBLE_NAMES,
     protocol="linear|knn|finetune|semi[0-9]+",
@@ -77,6 +77,22 @@ def variant_spec(variant):
     return {"config": None, "recipe": "2s-agcn", "evaluate": None, **spec}
 
 
+# NW-UCLA has a recipe and a skeleton layout of its own (README "NW-UCLA")
+DATASET_KEYS = {"nwucla": {"data.recipe": "nwucla", "data.layout": "kinect20"}}
+
+
+def data_keys(dataset, variant):
+    """The data.recipe (and data.layout) of a run: the dataset's own, else the variant's."""
+    recipe = variant_spec(variant)["recipe"]
+    if dataset in DATASET_KEYS:
+        if recipe != "2s-agcn":
+            raise ValueError(
+                f"variant {variant!r} asks for the {recipe} recipe, which {dataset} has not"
+            )
+        return DATASET_KEYS[dataset]
+    return {"data.recipe": recipe}
+
+
 def data_dir(dataset, variant):
     """Where the variant's prepared dataset lives: crossclr data under data/crossclr/."""
     if variant_spec(variant)["recipe"] == "crossclr":
@@ -103,8 +119,13 @@ def set_args(*mappings):
 
 
 def raw_paths(dataset):
-    paths = config["raw"][dataset]
+    paths = config["nwucla"]["raw"] if dataset == "nwucla" else config["raw"][dataset]
     return [paths] if isinstance(paths, str) else list(paths)
+
+
+def prepare_extra(wildcards):
+    """Options of `halp prepare` beyond --raw (NW-UCLA: nwucla.prepare_args)."""
+    return config["nwucla"]["prepare_args"] if wildcards.dataset == "nwucla" else ""
 
 
 def raw_inputs(wildcards):
@@ -130,12 +151,19 @@ def pretrain_args(wildcards):
     base = f"--config {shlex.quote(base_config)} " if base_config else ""
     per_method = {} if own else cfg.get("per_method", {}).get(spec["method"], {})
     root = f"{data_dir(wildcards.dataset, wildcards.variant)}/{wildcards.split}"
+    # NW-UCLA's own keys come after per_method (their epochs decide e.g. mining.start_epoch)
+    nwucla = config["nwucla"]["pretrain"] if wildcards.dataset == "nwucla" else {}
     return base + set_args(
         cfg["set"],
         cfg["per_dataset"].get(wildcards.dataset, {}),
         per_method,
+        nwucla,
         spec["set"],
-        {"method": spec["method"], "data.root": root, "data.recipe": spec["recipe"]},
+        {
+            "method": spec["method"],
+            "data.root": root,
+            **data_keys(wildcards.dataset, wildcards.variant),
+        },
     )
 
 
@@ -147,9 +175,11 @@ def launcher():
     return "halp"
 
 
-def evaluate_args(protocol, extra=None, variant=None):
+def evaluate_args(protocol, extra=None, variant=None, dataset=None):
     """The `halp evaluate` verb and its arguments for a target's protocol (and variant)."""
     cfg = config["evaluate"]
+    if dataset == "nwucla":  # NW-UCLA's keys after the shared ones (README "NW-UCLA")
+        extra = {**config["nwucla"]["evaluate"], **(extra or {})}
     verb, keys = protocol, {}
     # a variant's own evaluation config is its linear protocol (e.g. AimCLR's)
     own = (
@@ -164,6 +194,13 @@ def evaluate_args(protocol, extra=None, variant=None):
         }
     per = cfg["per_protocol"].get(verb, {})
     return verb, base + set_args(cfg["set"], per, keys, extra or {})
+
+
+def target_evaluate_args(wildcards):
+    """evaluate_args of a results/{dataset}_{split}_{variant}_{protocol}.json target."""
+    return evaluate_args(
+        wildcards.protocol, variant=wildcards.variant, dataset=wildcards.dataset
+    )
 
 
 def transfer_target():
@@ -211,6 +248,19 @@ def all_results():
     if grid["overhead"]:
         targets.append("results/overhead.json")
     return sorted(set(targets))
+
+
+def nwucla_results():
+    """The NW-UCLA grid (config section 'nwucla'): results/nwucla_{split}_{method}_{protocol}.json."""
+    cfg = config["nwucla"]
+    for variant in cfg["methods"]:
+        variant_spec(variant)  # a clear error for an undefined variant
+    return sorted(
+        f"results/nwucla_{split}_{method}_{protocol}.json"
+        for split in cfg["splits"]
+        for method in cfg["methods"]
+        for protocol in cfg["protocols"]
+    )
 
 
 def all_runs():

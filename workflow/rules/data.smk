@@ -16,6 +16,19 @@ rule synth_ntu:
         "halp synth ntu --out {output} --classes 6 --per-class 8 --seed 0 > {log} 2>&1"
 
 
+rule synth_nwucla:
+    output:
+        directory("raw/synthetic/nwucla"),
+    log:
+        "logs/synth_nwucla.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    shell:
+        "halp synth nwucla --out {output} --classes 6 --per-class 8 --seed 0 > {log} 2>&1"
+
+
 rule synth_pku2:
     output:
         directory("raw/synthetic/pku2"),
@@ -62,9 +75,10 @@ rule prepare:
         runtime=600,
     params:
         raw=raw_args,
+        extra=prepare_extra,
     shell:
         "halp prepare {wildcards.dataset} {params.raw} --out data/{wildcards.dataset}"
-        " --workers {threads} > {log} 2>&1"
+        " --workers {threads} {params.extra} > {log} 2>&1"
 
 
 rule prepare_crossclr:

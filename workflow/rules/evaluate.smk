@@ -18,8 +18,8 @@ rule evaluate:
         runtime=config["evaluate"]["runtime"],
         gpu=min(config["pretrain"]["gpus"], 1),
     params:
-        verb=lambda w: evaluate_args(w.protocol, variant=w.variant)[0],
-        args=lambda w: evaluate_args(w.protocol, variant=w.variant)[1],
+        verb=lambda w: target_evaluate_args(w)[0],
+        args=lambda w: target_evaluate_args(w)[1],
         data=lambda w: f"{data_dir(w.dataset, w.variant)}/{w.split}",
     shell:
         "halp evaluate {params.verb} --checkpoint {input.checkpoint}"

@@ -1,6 +1,6 @@
 """Load-time augmentations of one skeleton sample (paper Sec. 4.2, the ISC/CMD set).
 
-Every function takes one sample ``x`` of shape (C, T, V, M) = (3, T, 25, 2) and returns
+Every function takes one sample ``x`` of shape (C, T, V, M) (NTU: (3, T, 25, 2)) and returns
 a new float32 array; random ones take an explicit ``np.random.Generator`` (never the
 global numpy state), so a sample's augmentation is fixed by the generator the dataset
 hands in.
@@ -33,11 +33,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TypeVar
 
 import numpy as np
 
-from halp.data.skeleton import JOINT_NAMES
+from halp.data.layouts import NTU25, SkeletonLayout
 from halp.errors import UsageError
 
 Transform = Callable[[np.ndarray, np.random.Generator], np.ndarray]
@@ -264,17 +265,8 @@ def pad_crop(
     return _copy(padded[:, start : start + frames])
 
 
-def _mirror_joint(name: str) -> str:
-    for a, b in (("left_", "right_"), ("right_", "left_")):
-        if name.startswith(a):
-            return b + name.removeprefix(a)
-    return name
-
-
-LEFT_RIGHT_PERMUTATION = np.array(
-    [JOINT_NAMES.index(_mirror_joint(name)) for name in JOINT_NAMES], dtype=np.int64
-)
-"""Joint ``v`` of a flipped clip is joint ``LEFT_RIGHT_PERMUTATION[v]`` of the input."""
+LEFT_RIGHT_PERMUTATION = NTU25.left_right
+"""Joint ``v`` of a flipped NTU clip is joint ``LEFT_RIGHT_PERMUTATION[v]`` of the input."""
 # the released NTU permutation, 0-based
 assert LEFT_RIGHT_PERMUTATION.tolist() == [
     0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 16, 17, 18, 19, 12, 13, 14, 15, 20, 23, 24, 21, 22,
@@ -282,14 +274,20 @@ assert LEFT_RIGHT_PERMUTATION.tolist() == [
 
 
 @register("spatial_flip")
-def spatial_flip(x: np.ndarray, rng: np.random.Generator, p: float = 0.5) -> np.ndarray:
+def spatial_flip(
+    x: np.ndarray,
+    rng: np.random.Generator,
+    p: float = 0.5,
+    permutation: np.ndarray = LEFT_RIGHT_PERMUTATION,
+) -> np.ndarray:
     """With probability ``p``, swap every left joint with its right twin.
 
     As released, only the joint order changes: the coordinates are not mirrored, so a
-    left arm's trajectory is relabelled as the right arm's.
+    left arm's trajectory is relabelled as the right arm's. ``permutation`` is the
+    layout's (:attr:`halp.data.layouts.SkeletonLayout.left_right`; NTU's by default).
     """
     if rng.random() < p:
-        return _copy(x[:, :, LEFT_RIGHT_PERMUTATION])
+        return _copy(x[:, :, permutation])
     return _copy(x)
 
 
@@ -473,54 +471,83 @@ class OneOf:
         return self.transforms[k](x, rng)
 
 
-def _aimclr_normal() -> Compose:
+def corruption_for(layout: SkeletonLayout) -> Transform:
+    """``joint_corruption`` of the same share of ``layout``'s joints as ISC's 15 of NTU's 25.
+
+    Our reading for other layouts: ``round(0.6 * V)`` joints (12 of Kinect v1's 20); the
+    function itself for NTU.
+    """
+    if layout == NTU25:
+        return joint_corruption
+    return partial(joint_corruption, num_joints=round(15 / 25 * layout.num_joints))
+
+
+def flip_for(layout: SkeletonLayout) -> Transform:
+    """``spatial_flip`` with ``layout``'s left/right twins (the function itself for NTU)."""
+    if layout == NTU25:
+        return spatial_flip
+    return partial(spatial_flip, permutation=layout.left_right)
+
+
+def _aimclr_normal(layout: SkeletonLayout = NTU25) -> Compose:
     return Compose((pad_crop, shear_half))
 
 
 _EXTREME_TAIL = (gaussian_noise, gaussian_blur, axis_mask)  # after rotate in the extreme view
 
 
-def _aimclr_extreme(blur: Transform = gaussian_blur) -> Compose:
+def _aimclr_extreme(layout: SkeletonLayout = NTU25, blur: Transform = gaussian_blur) -> Compose:
     return Compose(
-        (*_aimclr_normal().transforms, spatial_flip, rotate, gaussian_noise, blur, axis_mask)
+        (*_aimclr_normal().transforms, flip_for(layout), rotate, gaussian_noise, blur, axis_mask)
     )
 
 
-PRESETS: dict[str, Callable[[], Transform]] = {
-    "none": Compose,
+PRESETS: dict[str, Callable[[SkeletonLayout], Transform]] = {
+    "none": lambda layout: Compose(),
     # ISC/CMD/HaLP pretraining: per view, after the temporal crop, one of the two (p = 0.5)
-    "isc": lambda: OneOf((shear, joint_corruption)),
+    "isc": lambda layout: OneOf((shear, corruption_for(layout))),
     # AimCLR's normal view = HiCLR's basic set (crop first, then shear, as released)
     "aimclr_normal": _aimclr_normal,
     # AimCLR's extreme view = HiCLR's basic + normal sets (aug_method '12345')
     "aimclr_extreme": _aimclr_extreme,
-    "aimclr_extreme_normblur": lambda: _aimclr_extreme(gaussian_blur_normalised),
+    "aimclr_extreme_normblur": lambda layout: _aimclr_extreme(layout, gaussian_blur_normalised),
     # AimCLR's first release: a temporal flip (p = 0.5) between rotate and noise
-    "aimclr_extreme_timeflip": lambda: Compose(
-        (*_aimclr_normal().transforms, spatial_flip, rotate, time_flip, *_EXTREME_TAIL)
+    "aimclr_extreme_timeflip": lambda layout: Compose(
+        (*_aimclr_normal().transforms, flip_for(layout), rotate, time_flip, *_EXTREME_TAIL)
     ),
     # HiCLR's names for the same sets
     "hiclr_basic": _aimclr_normal,
     "hiclr_normal": _aimclr_extreme,
 }
-"""Named augmentation sets; a preset may be used wherever a registered name may."""
+"""Named augmentation sets, built for a skeleton layout; a preset may be used wherever a
+registered name may."""
+
+LAYOUT_AUGMENTATIONS: dict[str, Callable[[SkeletonLayout], Transform]] = {
+    "spatial_flip": flip_for,
+    "joint_corruption": corruption_for,
+}
+"""Registered names whose transform depends on the layout's joints."""
 
 AugmentationSpec = str | Sequence[str] | None
 
 
-def build_augmentation(spec: AugmentationSpec) -> Transform:
-    """Turn a config value into one spatial ``Transform``.
+def build_augmentation(spec: AugmentationSpec, layout: SkeletonLayout = NTU25) -> Transform:
+    """Turn a config value into one spatial ``Transform`` for clips of ``layout``.
 
     ``spec`` is a preset name (``"isc"``, ``"none"``), a registered name (``"shear"``),
-    a list of those applied in order, or ``None`` (no augmentation).
+    a list of those applied in order, or ``None`` (no augmentation). Transforms that depend
+    on the joints (``spatial_flip``'s twins, ``joint_corruption``'s count) use ``layout``'s
+    (NTU's by default).
     """
     if spec is None:
         return Compose()
     if isinstance(spec, str):
         if spec in PRESETS:
-            return PRESETS[spec]()
+            return PRESETS[spec](layout)
+        if spec in LAYOUT_AUGMENTATIONS:
+            return LAYOUT_AUGMENTATIONS[spec](layout)
         if spec in AUGMENTATIONS:
             return AUGMENTATIONS[spec]
         known = sorted(PRESETS) + sorted(AUGMENTATIONS)
         raise UsageError(f"unknown augmentation {spec!r}; known: {', '.join(known)}")
-    return Compose(tuple(build_augmentation(name) for name in spec))
+    return Compose(tuple(build_augmentation(name, layout) for name in spec))

@@ -20,7 +20,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-DEFAULT_MASK_RATIO = 0.1  # int(0.1 * 25) = 2 joints per frame
+DEFAULT_MASK_RATIO = 0.1  # int(0.1 * V) joints per frame: 2 of NTU's 25, 2 of NW-UCLA's 20
 
 
 def _check_batch(x: torch.Tensor) -> None:

@@ -42,7 +42,8 @@ from halp.data.augment import (
     center_crop_resize,
     temporal_crop_resize,
 )
-from halp.data.modalities import MODALITIES
+from halp.data.layouts import SkeletonLayout
+from halp.data.modalities import MODALITIES, modality_function
 from halp.data.storage import SkeletonSplit
 from halp.errors import DataFormatError, UsageError
 
@@ -72,6 +73,8 @@ class _SplitDataset(Dataset):
         self.out_frames = out_frames
         self.seed = seed
         self.epoch = 0
+        layout = split.layout  # the bone modality's pairs come from the data
+        self._modality_fns = {n: modality_function(n, layout) for n in self.modalities}
 
     def __len__(self) -> int:
         return len(self.split)
@@ -107,7 +110,7 @@ class _SplitDataset(Dataset):
 
     def to_output(self, clip: np.ndarray) -> torch.Tensor | dict[str, torch.Tensor]:
         """The requested modality tensor(s) of one augmented joint clip."""
-        out = {n: torch.from_numpy(MODALITIES[n](clip).copy()) for n in self.modalities}
+        out = {n: torch.from_numpy(fn(clip).copy()) for n, fn in self._modality_fns.items()}
         return out[self.modalities[0]] if self.single else out
 
     # A np.memmap pickles as a full in-memory copy; workers started by spawn or
@@ -141,7 +144,7 @@ class PretrainDataset(_SplitDataset):
 
     Returns ``(query, key, index)``, or ``(query, key, index, extra)`` with ``extra`` a
     dict view name -> view when ``views`` is not empty; a view is a float32
-    (3, out_frames, 25, 2) tensor if ``modality`` is a str, or a dict modality -> tensor
+    (3, out_frames, V, M) tensor if ``modality`` is a str, or a dict modality -> tensor
     if it is a list.
     """
 
@@ -157,10 +160,11 @@ class PretrainDataset(_SplitDataset):
         views: Mapping[str, AugmentationSpec | Transform] | None = None,
     ) -> None:
         super().__init__(split, modality, out_frames, seed)
-        self.augmentation = _transform(augmentation)
+        layout = split.layout  # augmentations that name joints use the data's
+        self.augmentation = _transform(augmentation, layout)
         self.scale = scale
         self.min_length = min_length
-        self.views = {name: _transform(spec) for name, spec in (views or {}).items()}
+        self.views = {name: _transform(spec, layout) for name, spec in (views or {}).items()}
 
     def view(self, index: int, stream: int, augmentation: Transform | None = None) -> np.ndarray:
         """The augmented joint clip of view ``stream`` (0 = query, 1 = key) of ``index``."""
@@ -224,9 +228,9 @@ class ClassificationDataset(_SplitDataset):
         return self.to_output(self.clip(index)), int(self.split.index.labels[index])
 
 
-def _transform(spec: AugmentationSpec | Transform) -> Transform:
-    """A ``Transform`` as is, or the one a ``build_augmentation`` spec names."""
-    return spec if callable(spec) else build_augmentation(spec)
+def _transform(spec: AugmentationSpec | Transform, layout: SkeletonLayout) -> Transform:
+    """A ``Transform`` as is, or the one a ``build_augmentation`` spec names for ``layout``."""
+    return spec if callable(spec) else build_augmentation(spec, layout)
 
 
 # --------------------------------------------------------------------------- loaders

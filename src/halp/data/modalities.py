@@ -8,10 +8,11 @@ share one augmentation draw.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 
-from halp.data.skeleton import BONE_CHILD, BONE_PARENT
+from halp.data.layouts import NTU25, SkeletonLayout
 
 
 def joint(x: np.ndarray) -> np.ndarray:
@@ -26,12 +27,12 @@ def motion(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def bone(x: np.ndarray) -> np.ndarray:
-    """``bone[:, :, v] = x[:, :, child(v)] - x[:, :, parent(v)]`` over ``skeleton``'s 25 pairs.
+def bone(x: np.ndarray, layout: SkeletonLayout = NTU25) -> np.ndarray:
+    """``bone[:, :, v] = x[:, :, v] - x[:, :, parent(v)]`` over the layout's V joints.
 
-    The (21, 21) pair (spine shoulder with itself) gives an all-zero channel.
+    The root (NTU: spine shoulder, joint 21) is its own parent: an all-zero channel.
     """
-    return x[..., BONE_CHILD, :] - x[..., BONE_PARENT, :]
+    return x[..., layout.bone_child, :] - x[..., layout.bone_parent, :]
 
 
 MODALITIES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -39,3 +40,10 @@ MODALITIES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "motion": motion,
     "bone": bone,
 }
+
+
+def modality_function(name: str, layout: SkeletonLayout) -> Callable[[np.ndarray], np.ndarray]:
+    """The function computing modality ``name`` of clips with ``layout``'s joints."""
+    if name == "bone" and layout != NTU25:
+        return partial(bone, layout=layout)
+    return MODALITIES[name]

@@ -39,7 +39,8 @@ import numpy as np
 from tqdm import tqdm
 
 from halp import __version__
-from halp.data import crossclr, ntu, pku
+from halp.data import crossclr, ntu, nwucla, pku
+from halp.data.layouts import KINECT20, NTU25, SkeletonLayout
 from halp.data.skeleton import MAX_FRAMES, NUM_COORDS, NUM_JOINTS, NUM_PERSONS, process_sample
 from halp.data.storage import PARTS, RECIPES, SplitWriter, load_array, manifest_recipe
 from halp.errors import DataFormatError, HalpError, PrepareError, RawFormatError
@@ -452,17 +453,21 @@ def _stream(
     num_frames: int,
     extra: dict[str, Any],
     skipped: list[dict[str, str]],
+    layout: SkeletonLayout = NTU25,
 ) -> Summary:
     """Run the jobs and stream every sample into the parts ``route`` assigns it to.
 
     ``skipped`` holds files already skipped before the run (bad names, bad labels).
+    ``route`` leaves out the benchmarks a sample is not part of.
     """
     out = Path(out)
     work = _fresh_folder(out, benchmarks)  # the old folder stays valid until the swap
     run_id = uuid.uuid4().hex
-    shape = (NUM_COORDS, num_frames, NUM_JOINTS, NUM_PERSONS)
+    shape = (NUM_COORDS, num_frames, layout.num_joints, layout.persons)
     writers = {
-        (b, p): SplitWriter(work / b, p, capacity[b][p], shape, dataset, b, num_classes, run_id)
+        (b, p): SplitWriter(
+            work / b, p, capacity[b][p], shape, dataset, b, num_classes, run_id, layout.name
+        )
         for b in benchmarks
         for p in PARTS
     }
@@ -509,6 +514,7 @@ def _stream(
         "halp_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "run_ids": {b: run_id for b in benchmarks},
+        **({"layout": layout.name} if layout != NTU25 else {}),
         **extra,
     }
     write_manifest(work, manifest)
@@ -720,6 +726,142 @@ def prepare_pku(
         worker=_pku_job, jobs=jobs, workers=workers, skip_bad=skip_bad,
         num_frames=num_frames, extra=extra, skipped=bad,
     )  # fmt: skip
+    return summary
+
+
+# ----------------------------------------------------------------------------- NW-UCLA
+
+
+def _nwucla_job(job: tuple[str, Source, int]) -> Outcome:
+    name, source, num_frames = job
+    try:
+        joints = nwucla.parse_clip(read_source(source), origin_of(source), name)
+    except (RawFormatError, OSError) as err:
+        return Outcome(name, error=str(err))
+    data = nwucla.to_sample(nwucla.normalize_clip(joints), num_frames)
+    label = nwucla.parse_name(name).label
+    return Outcome(name, [Sample(name, label, joints.shape[0], data)])
+
+
+NWUCLA_HELP = (
+    "NW-UCLA's skeletons are the all_sqe release: a folder (or zip) of 1,484 files "
+    "aXX_sYY_eZZ_vWW.json; pass it with --raw"
+)
+
+
+def prepare_nwucla(
+    raw: Path,
+    out: Path,
+    workers: int = 1,
+    skip_bad: bool = False,
+    num_frames: int = nwucla.MAX_FRAMES,
+    drop_single_frame: bool = False,
+    val_subjects: Sequence[int] = nwucla.VAL_SUBJECTS,
+    expect_complete: bool = False,
+) -> Summary:
+    """Prepare NW-UCLA's three leave-one-view-out benchmarks and their validation twins.
+
+    Args:
+        raw: A folder or zip archive of the ``all_sqe`` JSON files.
+        out: The output folder (replaced as a whole when complete).
+        workers: Worker processes.
+        skip_bad: Skip malformed files (listed in the manifest) instead of stopping.
+        num_frames: Stored frames per clip (longer clips are cut; the default keeps all).
+        drop_single_frame: Leave out the clips of a single frame (Predict & Cluster's
+            1,019 / 463 protocol); by default they are kept (1,020 / 464).
+        val_subjects: The subjects of the ``xviewK-val`` benchmarks' test parts.
+        expect_complete: Fail unless the files are exactly the known release.
+
+    The recipe, the splits and the checks are those of :mod:`halp.data.nwucla`.
+    """
+    if num_frames < 1:
+        raise PrepareError(f"num_frames must be at least 1, got {num_frames}")
+    val = tuple(sorted(set(int(s) for s in val_subjects)))
+    if not val or not set(val) <= set(nwucla.SUBJECTS) or len(val) == len(nwucla.SUBJECTS):
+        raise PrepareError(
+            f"--val-subjects {list(val_subjects)}: give some but not all of the subjects 1-10"
+        )
+    if not Path(raw).exists():
+        raise PrepareError(f"{raw}: no such file or folder. {NWUCLA_HELP}")
+    sources = find_files(Path(raw), ".json")
+    if not sources:
+        raise PrepareError(f"{raw}: holds no .json file. {NWUCLA_HELP}")
+    bad: list[dict[str, str]] = []
+    clips: dict[str, nwucla.ClipName] = {}
+    for name in sorted(sources):
+        try:
+            clips[name] = nwucla.parse_name(name)
+        except ValueError as err:
+            message = f"{origin_of(sources[name])}: {err}"
+            if not skip_bad:
+                raise PrepareError(message + SKIP_HINT) from None
+            log.warning("skipping %s", message)
+            bad.append({"name": name, "error": message})
+    digest = nwucla.release_digest(read_source(sources[n]) for n in sorted(sources))
+    verified = digest == nwucla.RELEASE_SHA256
+    if not verified:
+        message = (
+            f"{raw}: {len(sources)} file(s) whose content is not the all_sqe release "
+            f"(sha256 {digest[:12]}..., expected {nwucla.RELEASE_SHA256[:12]}...): split sizes "
+            "and results will differ from the published ones"
+        )
+        if expect_complete:
+            raise PrepareError(message)
+        log.warning(message)
+    # single-frame clips: the one place their frame count is needed before the run
+    single: list[str] = []
+    if drop_single_frame:
+        for name in list(clips):
+            source = sources[name]
+            try:
+                length = len(nwucla.parse_clip(read_source(source), origin_of(source), name))
+            except RawFormatError:
+                continue  # reported (or skipped) by its job
+            if length == 1:
+                single.append(name)
+                del clips[name]
+    benches = nwucla.benchmarks()
+    routes = {
+        name: {b: p for b in benches if (p := nwucla.part_of(clip, b, val)) is not None}
+        for name, clip in clips.items()
+    }
+    capacity = {
+        b: {p: sum(1 for r in routes.values() if r.get(b) == p) for p in PARTS} for b in benches
+    }
+    extra: dict[str, Any] = {
+        "sources": [str(raw)],
+        "files_found": len(sources),
+        "files_expected": nwucla.NUM_FILES,
+        "release_sha256": digest,
+        "release_verified": verified,
+        "normalisation": {
+            "recipe": "nwucla",
+            "centre": "spine of the first frame",
+            "align": "first frame upright (+y), shoulders onto +x",
+            "frames": num_frames,
+        },
+        "single_frame_clips": "dropped" if drop_single_frame else "kept",
+        "dropped_single_frame": single,
+        "val_subjects": list(val),
+        "official_split_sizes": {b: list(v) for b, v in nwucla.SPLIT_SIZES.items()},
+    }
+    if not verified:
+        extra["warning_release"] = message
+    jobs = [(n, sources[n], num_frames) for n in clips]
+    summary = _stream(
+        out, "nwucla", nwucla.NUM_CLASSES, benches, capacity, routes.__getitem__,
+        worker=_nwucla_job, jobs=jobs, workers=workers, skip_bad=skip_bad,
+        num_frames=num_frames, extra=extra, skipped=bad, layout=KINECT20,
+    )  # fmt: skip
+    if verified and not summary.skipped:
+        for bench, sizes in nwucla.SPLIT_SIZES.items():
+            dropped = [nwucla.part_of(nwucla.parse_name(n), bench, val) for n in single]
+            want = {p: n - dropped.count(p) for p, n in zip(PARTS, sizes, strict=True)}
+            if summary.counts[bench] != want:
+                raise PrepareError(
+                    f"nwucla {bench}: wrote {summary.counts[bench]} but the release gives "
+                    f"{want}; please report this"
+                )
     return summary
 
 

@@ -3,8 +3,8 @@
 A prepared dataset is a folder::
 
     <out>/manifest.json          what was prepared (recipe), counts, skipped samples (written last)
-    <out>/<benchmark>/<part>.npy float32 (N, 3, T, 25, 2) = (C, T, V, M), memory-mappable
-    <out>/<benchmark>/<part>.json the index: names, labels, true frame counts
+    <out>/<benchmark>/<part>.npy float32 (N, 3, T, V, M), memory-mappable (NTU: V 25, M 2)
+    <out>/<benchmark>/<part>.json the index: names, labels, true frame counts, layout
 
 ``part`` is ``train`` or ``test``. Arrays are written through a temporary name and
 renamed when complete; the index is written after its array, so a part whose index
@@ -22,18 +22,18 @@ from typing import Any
 
 import numpy as np
 
+from halp.data.layouts import LAYOUTS, NTU25, SkeletonLayout
 from halp.errors import ConfigError, DataFormatError
 from halp.io import MANIFEST, atomic_write_json
 
 FORMAT = "halp-skeleton/1"
 PARTS = ("train", "test")
-SAMPLE_AXES = (3, 25, 2)
-"""(C, V, M) of a stored sample: xyz, the 25 joints of the NTU layout, 2 bodies."""
 CHECK_BYTES = 64 << 20
 """The block size of the finiteness check at load (64 MiB of samples at a time)."""
-RECIPES = ("2s-agcn", "crossclr")
-"""How ``halp prepare --recipe`` normalises skeletons: the 2s-AGCN recipe of ISC/CMD/HaLP
-(``halp.data.skeleton``, the default) or CrosSCLR/AimCLR's (``halp.data.crossclr``)."""
+RECIPES = ("2s-agcn", "crossclr", "nwucla")
+"""How ``halp prepare`` normalises skeletons: the 2s-AGCN recipe of ISC/CMD/HaLP
+(``halp.data.skeleton``, the default), CrosSCLR/AimCLR's (``halp.data.crossclr``,
+``--recipe crossclr``) or NW-UCLA's one-person Kinect v1 recipe (``halp.data.nwucla``)."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class SplitIndex:
     frames: np.ndarray  # int64 (N,), true frame counts (may exceed the stored T for PKU)
     extra: dict[str, Any] = field(default_factory=dict)
     run_id: str | None = None  # the preparation that wrote it (checked against the manifest)
+    layout: str = NTU25.name  # the skeleton layout (halp.data.layouts); absent in old indexes
 
     def __len__(self) -> int:
         return len(self.names)
@@ -67,6 +68,7 @@ class SplitIndex:
             "frames": [int(v) for v in self.frames],
             **({"extra": self.extra} if self.extra else {}),
             **({"run_id": self.run_id} if self.run_id else {}),
+            **({"layout": self.layout} if self.layout != NTU25.name else {}),
         }
 
 
@@ -79,6 +81,11 @@ class SkeletonSplit:
 
     def __len__(self) -> int:
         return len(self.index)
+
+    @property
+    def layout(self) -> SkeletonLayout:
+        """The skeleton layout its index names."""
+        return LAYOUTS[self.index.layout]
 
     def valid_frames(self, i: int) -> int:
         """Frames of sample ``i`` that hold data (the true count, capped at the stored T)."""
@@ -152,6 +159,12 @@ def read_index(path: Path) -> SplitIndex:
         )
     if len(frame_array) and frame_array.min() < 0:
         raise DataFormatError(f"{path}: a negative frame count")
+    layout = raw.get("layout", NTU25.name)
+    if layout not in LAYOUTS:
+        raise DataFormatError(
+            f"{path}: layout {layout!r} is not a skeleton layout of this version of halp "
+            f"(known: {', '.join(LAYOUTS)})"
+        )
     return SplitIndex(
         dataset=raw["dataset"],
         benchmark=raw["benchmark"],
@@ -162,6 +175,7 @@ def read_index(path: Path) -> SplitIndex:
         frames=frame_array,
         extra=raw.get("extra", {}),
         run_id=raw.get("run_id"),
+        layout=layout,
     )
 
 
@@ -347,6 +361,39 @@ def first_non_finite(data: np.ndarray, block_bytes: int = CHECK_BYTES) -> int | 
     return None
 
 
+def layout_of(root: Path) -> str:
+    """The layout named by the benchmark folder ``root``'s manifest (``ntu25`` if none)."""
+    manifest = Path(root).parent / MANIFEST
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return NTU25.name
+    except json.JSONDecodeError as err:
+        raise DataFormatError(f"{manifest}: not valid JSON ({err})") from None
+    layout = data.get("layout", NTU25.name) if isinstance(data, dict) else NTU25.name
+    return str(layout)
+
+
+def check_layout(root: Path, expected: str, key: str) -> None:
+    """Refuse the benchmark folder ``root`` when its data has another skeleton layout.
+
+    Args:
+        root: The benchmark folder.
+        expected: The layout the configuration builds its encoder for.
+        key: The configuration key that holds ``expected`` (e.g. ``data.layout``).
+
+    Raises:
+        ConfigError: naming both layouts and how to fix the configuration.
+    """
+    found = layout_of(root)
+    if found != expected:
+        root = Path(root)
+        raise ConfigError(
+            f"{root}: holds {found} skeletons (says {root.parent / MANIFEST}), but {key} is "
+            f"{expected}; the encoder must be built for the data's joints: set {key}={found}"
+        )
+
+
 def load_split(root: Path, part: str, mmap: bool = True) -> SkeletonSplit:
     """Open ``<root>/<part>.npy`` with its index, checking that they agree.
 
@@ -361,11 +408,19 @@ def load_split(root: Path, part: str, mmap: bool = True) -> SkeletonSplit:
     if not array_path.exists():
         raise DataFormatError(f"{array_path}: array missing although its index exists")
     data = load_array(array_path, mmap)
-    shape_ok = data.ndim == 5 and (data.shape[1], *data.shape[3:]) == SAMPLE_AXES
-    if not shape_ok or data.shape[0] != len(index) or data.dtype != np.float32:
+    layout = LAYOUTS[index.layout]
+    joints, persons = layout.num_joints, layout.persons
+    if (
+        data.ndim != 5
+        or data.shape[0] != len(index)
+        or data.shape[1] != 3
+        or data.shape[3:] != (joints, persons)
+        or data.dtype != np.float32
+    ):
         raise DataFormatError(
             f"{array_path}: shape {data.shape} {data.dtype} does not match its index "
-            f"({len(index)} samples, float32 (N, 3, T, 25, 2))"
+            f"({len(index)} samples of layout {layout.name}, float32 (N, 3, T, {joints}, "
+            f"{persons}))"
         )
     bad = first_non_finite(data)
     if bad is not None:
@@ -408,9 +463,11 @@ class SplitWriter:
         benchmark: str,
         num_classes: int,
         run_id: str | None = None,
+        layout: str = NTU25.name,
     ) -> None:
         self.root = Path(root)
         self.run_id = run_id
+        self.layout = layout
         self.root.mkdir(parents=True, exist_ok=True)
         self.part = part
         self.array_path, self.index_path = split_paths(self.root, part)
@@ -462,6 +519,7 @@ class SplitWriter:
             np.asarray(self.labels, np.int64),
             np.asarray(self.frames, np.int64),
             run_id=self.run_id,
+            layout=self.layout,
         )
         atomic_write_json(self.index_path, index.to_json())
         return index

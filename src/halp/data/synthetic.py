@@ -1,4 +1,4 @@
-"""A small synthetic dataset written in the real raw formats of NTU RGB+D and PKU-MMD II.
+"""A small synthetic dataset written in the real raw formats of NTU RGB+D, PKU-MMD II and NW-UCLA.
 
 It is the embedded default dataset of smoke runs and tests, so that nothing needs the real
 data. Files are byte-compatible with the originals (the datasets' published formats):
@@ -17,6 +17,7 @@ sample's identity, so the same arguments give the same bytes.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -393,3 +394,48 @@ def synth_pku(
         path.write_bytes(_split_text(train, [n for n in names if is_test(n)]).encode("ascii"))
         result["split"].append(path)
     return result
+
+
+# ------------------------------------------------------------------------------ NW-UCLA
+
+NWUCLA_VIEW_YAW_DEG = {1: 0.0, 2: 45.0, 3: -45.0}
+NWUCLA_ACTIONS = (1, 2, 3, 4, 5, 6, 8, 9, 11, 12)  # the codes of labels 1-10
+# Kinect v1's 20 joints as Kinect v2 (NTU) joints: shoulder centre is NTU's spine shoulder
+KINECT20_FROM_NTU = (0, 1, 20, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19)
+
+
+def synth_nwucla(out: Path, classes: int = 6, per_class: int = 8, seed: int = 0) -> list[Path]:
+    """Write ``classes * per_class`` NW-UCLA ``all_sqe`` JSON files under ``out/all_sqe``.
+
+    Class ``c`` is action code ``NWUCLA_ACTIONS[c]`` (label ``c + 1``), one person (the
+    first of :func:`class_motions`), the 25-joint model reduced to Kinect v1's 20 joints.
+    Sample ``j`` of class ``c`` is by subject ``(j + c) % 10 + 1`` seen from view
+    ``(j + c) % 3 + 1``, so the views, the validation subjects (9, 10) and the others all
+    occur once there are a few classes. Clips are 10-80 frames; like the release, the
+    last sample of class 1 (``a02``) has a single frame when ``per_class >= 2``.
+    Returns the paths, sorted.
+    """
+    if not 1 <= classes <= len(NWUCLA_ACTIONS) or per_class < 1:
+        raise UsageError(f"need 1 <= classes <= {len(NWUCLA_ACTIONS)} and per_class >= 1")
+    folder = Path(out) / "all_sqe"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for cls in range(classes):
+        motion = class_motions(cls, seed)[:1]
+        taken: dict[tuple[int, int], int] = {}
+        for j in range(per_class):
+            subject, view = (j + cls) % 10 + 1, (j + cls) % 3 + 1
+            rep = taken.get((subject, view), 0)
+            taken[subject, view] = rep + 1
+            rng = np.random.default_rng([seed, 7, cls, j])
+            frames = 1 if cls == 1 and j == per_class - 1 > 0 else int(rng.integers(10, 81))
+            joints = render(motion, frames, scale=subject_scale(200 + subject, seed),
+                            camera=camera_rotation(NWUCLA_VIEW_YAW_DEG[view], rng),
+                            position=_random_position(rng), rng=rng)  # fmt: skip
+            name = f"a{NWUCLA_ACTIONS[cls]:02d}_s{subject:02d}_e{rep:02d}_v{view:02d}"
+            skeletons = np.round(joints[0][:, KINECT20_FROM_NTU], 6).tolist()
+            text = json.dumps({"file_name": name, "skeletons": skeletons, "label": cls + 1})
+            path = folder / f"{name}.json"
+            path.write_bytes(text.encode("ascii"))
+            paths.append(path)
+    return sorted(paths)

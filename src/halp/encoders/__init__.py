@@ -13,18 +13,20 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from halp.config import PretrainConfig
+from halp.data.layouts import get_layout
 from halp.encoders.base import Encoder
 from halp.encoders.bigru import BiGRUEncoder, to_gru_input
 from halp.encoders.stgcn import STGCNEncoder
 
 INPUT_FEATURES = 150
-"""Per-frame features of a clip: 25 joints x 3 coordinates x 2 persons."""
+"""Per-frame features of an NTU clip: 25 joints x 3 coordinates x 2 persons (other layouts:
+``SkeletonLayout.features_per_frame``)."""
 
 
 def _bigru(config: PretrainConfig) -> Encoder:
     e = config.encoder
     return BiGRUEncoder(
-        input_size=INPUT_FEATURES,
+        input_size=get_layout(config.data.layout).features_per_frame,
         hidden_size=e.hidden_size,
         num_layers=e.num_layers,
         proj_hidden=e.proj_hidden,
@@ -41,6 +43,7 @@ def _stgcn(config: PretrainConfig) -> Encoder:
         proj_hidden=e.proj_hidden,
         out_dim=e.out_dim,
         dropout=e.dropout,
+        layout=get_layout(config.data.layout),
     )
 
 
@@ -48,7 +51,7 @@ ENCODERS: dict[str, Callable[[PretrainConfig], Encoder]] = {"bigru": _bigru, "st
 
 
 def build_encoder(name: str, config: PretrainConfig) -> Encoder:
-    """A fresh encoder ``name`` sized by ``config.encoder``."""
+    """A fresh encoder ``name`` sized by ``config.encoder`` for ``config.data.layout``'s joints."""
     if name not in ENCODERS:
         raise KeyError(f"unknown encoder {name!r}; known: {', '.join(ENCODERS)}")
     return ENCODERS[name](config)

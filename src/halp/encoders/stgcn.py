@@ -1,6 +1,7 @@
 """The ST-GCN encoder at 1/4 width, as AimCLR and HiCLR use it (Yan et al., AAAI 2018).
 
-``STGCNEncoder`` = data BatchNorm -> 10 ST-GCN blocks on the NTU graph -> global average
+``STGCNEncoder`` = data BatchNorm -> 10 ST-GCN blocks on the skeleton's graph (NTU's by
+default, any :class:`halp.data.layouts.SkeletonLayout`) -> global average
 pool over (frames, joints) and mean over the M persons (the ``feature_dim`` = 256 feature
 used by the evaluation) -> projection head ``Linear(256, 256) -> ReLU -> Linear(256, 128)``
 (MoCo's "mlp" head). With the defaults it has **920,068** parameters: 821,380 in the
@@ -60,6 +61,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from halp.data.layouts import NTU25, SkeletonLayout
 from halp.data.skeleton import BONE_CHILD, BONE_PARENT, JOINT_NAMES, NUM_JOINTS
 from halp.encoders.base import Encoder
 from halp.encoders.eadm import eadm
@@ -236,8 +238,11 @@ class STGCNEncoder(Encoder):
         out_dim: size of the projection (the MoCo embedding, 128).
         dropout: dropout probability in blocks 2-10 (0.5 in the released pretraining).
         edge_importance: learn one (K, V, V) multiplier of the graph per block.
-        num_joints: V; only the 25-joint NTU layout has a graph.
+        num_joints: V; must be the layout's joint count.
         temporal_kernel: odd temporal kernel size of every block (9).
+        layout: the skeleton whose bones (:attr:`SkeletonLayout.edges`) and centre joint
+            make the graph (NTU's 25 joints by default; NW-UCLA's Kinect v1 20-joint
+            graph: ``halp.data.layouts.KINECT20``, centre the shoulder centre).
     """
 
     adjacency: Tensor
@@ -251,18 +256,24 @@ class STGCNEncoder(Encoder):
         out_dim: int = 128,
         dropout: float = 0.5,
         edge_importance: bool = True,
-        num_joints: int = NUM_JOINTS,
+        num_joints: int | None = None,
         temporal_kernel: int = 9,
+        layout: SkeletonLayout = NTU25,
     ) -> None:
         super().__init__()
-        if num_joints != NUM_JOINTS:
-            raise ValueError(f"only the {NUM_JOINTS}-joint NTU graph exists, got {num_joints}")
+        num_joints = layout.num_joints if num_joints is None else num_joints
+        if num_joints != layout.num_joints:
+            raise ValueError(
+                f"the {layout.name} graph has {layout.num_joints} joints, got num_joints "
+                f"{num_joints}"
+            )
         if temporal_kernel < 1 or temporal_kernel % 2 == 0:
             raise ValueError(f"temporal_kernel must be odd and positive, got {temporal_kernel}")
         self.in_channels = in_channels
         self.num_joints = num_joints
         self._feature_dim = feature_dim
-        graph = torch.tensor(spatial_partition(), dtype=torch.float32)
+        partition = spatial_partition(layout.num_joints, layout.edges, layout.centre)
+        graph = torch.tensor(partition, dtype=torch.float32)
         self.register_buffer("adjacency", graph, persistent=False)  # the code defines it
         k = graph.shape[0]
         self.data_bn = nn.BatchNorm1d(in_channels * num_joints)

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from halp.config import OptimConfig, PretrainConfig, to_dict
 from halp.data.loaders import PretrainDataset, make_epoch_loader
-from halp.data.storage import SkeletonSplit, check_recipe, eval_keep, load_split
+from halp.data.storage import SkeletonSplit, check_layout, check_recipe, eval_keep, load_split
 from halp.errors import CheckpointError, ConfigError
 from halp.eval.knn import knn_top1
 from halp.io import atomic_write_text
@@ -135,6 +135,7 @@ def setup(config: PretrainConfig, run_dir: Path) -> Run:
         log.warning("%s", warning)
     root = Path(config.data.root)
     check_recipe(root, config.data.recipe, "data.recipe")
+    check_layout(root, config.data.layout, "data.layout")
     train_split = load_split(root, "train")
     test_split = load_split(root, "test") if config.log.knn_every else None
     dataset = PretrainDataset(
