@@ -2,7 +2,7 @@
 
 Layers, bottom to top (README, "Layout"): core (errors, io, schedules, config,
 resources, runtime) < data < encoders < objectives < methods (methods, model,
-checkpoint) < eval < run (train, evaluate) < report < interface (smoke, cli). Imports
+checkpoint) < eval < run (train, evaluate, graphcl, release) < report < interface (smoke, cli). Imports
 inside functions count as much as those at the top of a module.
 """
 
@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("objectives", ("objectives",)),
     ("methods", ("methods", "model", "checkpoint")),
     ("eval", ("eval",)),
-    ("run", ("train", "evaluate", "graphcl")),
+    ("run", ("train", "evaluate", "graphcl", "release")),
     ("report", ("report",)),
     ("interface", ("smoke", "cli", "__main__")),
 ]
