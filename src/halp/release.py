@@ -26,6 +26,7 @@ is a :class:`halp.errors.ReleaseError` naming the file at fault.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from collections.abc import Callable, Sequence
@@ -244,6 +245,9 @@ def release(
 ) -> Release:
     """Write the release folder ``out`` of the finished run ``run`` (module docstring).
 
+    The folder is written under a temporary name next to ``out`` and renamed when complete,
+    so an interrupted release leaves no folder that looks finished.
+
     Args:
         run: A run folder of ``halp pretrain`` with ``final.pt``.
         out: The release folder; it must not exist or be empty.
@@ -275,63 +279,77 @@ def release(
             raise ReleaseError(f"{final}: the {modality} encoder does not reload ({err})") from None
     found = _result_files(results, search, source_sha)
     name = run.name
-    out.mkdir(parents=True, exist_ok=True)
-
-    encoder_payload = {
-        "format": ENCODER_FORMAT,
-        "name": name,
-        "method": payload["method"],
-        "config": payload["config"],
-        "data": payload.get("data", {}),
-        "epoch": int(payload["epoch"]),
-        "halp_version": payload.get("halp_version"),
-        "source_checkpoint_sha256": source_sha,
-        "encoders": states,
-    }
-    tmp = out / f".{name}.pt.partial"
-    torch.save(encoder_payload, tmp)
-    digest = sha256_of(tmp)
-    encoder = out / f"{name}-{digest[:HASH_LENGTH]}.pt"
-    tmp.replace(encoder)
-
-    atomic_write_text(out / CONFIG, yaml.safe_dump(payload["config"], sort_keys=False))
-    for metrics in METRICS:
-        if (run / metrics).is_file():
-            shutil.copyfile(run / metrics, out / metrics)
-    log_file = log_file if log_file is not None else Path("logs/pretrain") / f"{name}.log"
-    if log_file.is_file():
-        shutil.copyfile(log_file, out / LOG)
-    records: dict[str, dict[str, Any]] = {}
-    for path, data in found:
-        (out / RESULTS).mkdir(exist_ok=True)
-        shutil.copyfile(path, out / RESULTS / path.name)
-        records[path.name] = data
-
-    provenance: dict[str, Any] = {}
-    for record in records.values():
-        provenance = provenance or dict(record.get("provenance") or {})
-    data_info = payload.get("data", {})
-    header = {
-        "library_name": "halp-repro",
-        "license": "mit",
-        "tags": ["self-supervised-learning", "skeleton-based-action-recognition", config.method],
-        "datasets": sorted({str(data_info.get("dataset", "unknown"))}),
-        "model-index": model_index(name, records),
-        "halp": {
+    final_out = out  # written under a temporary name, renamed when complete
+    out = out.parent / f".{out.name}.partial"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    try:
+        encoder_payload = {
+            "format": ENCODER_FORMAT,
             "name": name,
-            "method": config.method,
-            "pretrained_on": f"{data_info.get('dataset', '?')} {data_info.get('benchmark', '')}",
-            "epochs": int(payload["epoch"]),
+            "method": payload["method"],
+            "config": payload["config"],
+            "data": payload.get("data", {}),
+            "epoch": int(payload["epoch"]),
             "halp_version": payload.get("halp_version"),
-            "commit": provenance.get("commit", "unknown"),
-            "encoder": {"file": encoder.name, "sha256": digest, "format": ENCODER_FORMAT},
             "source_checkpoint_sha256": source_sha,
-            "results": sorted(records),
-        },
-    }
-    atomic_write_text(out / CARD, _card_text(header, name, records))
-    write_sums(out)
-    return Release(out, encoder, tuple(sorted(records)))
+            "encoders": states,
+        }
+        tmp = out / f".{name}.pt.partial"
+        torch.save(encoder_payload, tmp)
+        digest = sha256_of(tmp)
+        encoder = out / f"{name}-{digest[:HASH_LENGTH]}.pt"
+        tmp.replace(encoder)
+
+        atomic_write_text(out / CONFIG, yaml.safe_dump(payload["config"], sort_keys=False))
+        for metrics in METRICS:
+            if (run / metrics).is_file():
+                shutil.copyfile(run / metrics, out / metrics)
+        log_file = log_file if log_file is not None else Path("logs/pretrain") / f"{name}.log"
+        if log_file.is_file():
+            shutil.copyfile(log_file, out / LOG)
+        records: dict[str, dict[str, Any]] = {}
+        for path, data in found:
+            (out / RESULTS).mkdir(exist_ok=True)
+            shutil.copyfile(path, out / RESULTS / path.name)
+            records[path.name] = data
+
+        provenance: dict[str, Any] = {}
+        for record in records.values():
+            provenance = provenance or dict(record.get("provenance") or {})
+        data_info = payload.get("data", {})
+        header = {
+            "library_name": "halp-repro",
+            "license": "mit",
+            "tags": [
+                "self-supervised-learning",
+                "skeleton-based-action-recognition",
+                config.method,
+            ],
+            "datasets": sorted({str(data_info.get("dataset", "unknown"))}),
+            "model-index": model_index(name, records),
+            "halp": {
+                "name": name,
+                "method": config.method,
+                "pretrained_on": f"{data_info.get('dataset', '?')} "
+                f"{data_info.get('benchmark', '')}",
+                "epochs": int(payload["epoch"]),
+                "halp_version": payload.get("halp_version"),
+                "commit": provenance.get("commit", "unknown"),
+                "encoder": {"file": encoder.name, "sha256": digest, "format": ENCODER_FORMAT},
+                "source_checkpoint_sha256": source_sha,
+                "results": sorted(records),
+            },
+        }
+        atomic_write_text(out / CARD, _card_text(header, name, records))
+        write_sums(out)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    if final_out.is_dir():
+        final_out.rmdir()  # empty (checked above)
+    os.replace(out, final_out)
+    return Release(final_out, final_out / encoder.name, tuple(sorted(records)))
 
 
 def _listed(folder: Path) -> list[str]:
