@@ -68,6 +68,16 @@ PROTOCOL_NAMES = {
 }
 
 
+def protocol_name(record: dict[str, Any]) -> str:
+    """How the card names a result's protocol (semi-supervised with its label fraction)."""
+    protocol = str(record.get("protocol"))
+    name = PROTOCOL_NAMES.get(protocol, protocol)
+    fraction = (record.get("config") or {}).get("label_fraction")
+    if protocol == "semi" and isinstance(fraction, int | float):
+        name += f" ({fraction * 100:g} % of the labels)"
+    return name
+
+
 # ------------------------------------------------------------------------ encoders
 
 
@@ -181,7 +191,7 @@ def model_index(name: str, results: dict[str, dict[str, Any]]) -> list[dict[str,
             {
                 "task": {
                     "type": "skeleton-based-action-recognition",
-                    "name": PROTOCOL_NAMES.get(str(r.get("protocol")), str(r.get("protocol"))),
+                    "name": protocol_name(r),
                 },
                 "dataset": {
                     "type": dataset,
@@ -199,7 +209,7 @@ def _card_text(header: dict[str, Any], name: str, results: dict[str, dict[str, A
     """The model card: YAML header, then a short human-readable body."""
     halp = header["halp"]
     rows = [
-        f"| {PROTOCOL_NAMES.get(str(r.get('protocol')), r.get('protocol'))} "
+        f"| {protocol_name(r)} "
         f"| {DATASET_NAMES.get(str(r.get('dataset')), r.get('dataset'))} {r.get('benchmark', '')} "
         f"| {r.get('modality', '')} | {float(r['metrics']['top1']):.2f} | `{RESULTS}/{file}` |"
         for file, r in sorted(results.items())
