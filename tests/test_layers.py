@@ -1,9 +1,9 @@
 """The package's layers: a module imports only from its own layer or the layers below.
 
-Layers, bottom to top (README, "Layout"): core (errors, io, schedules, config,
-resources, runtime) < data < encoders < objectives < methods (methods, model,
-checkpoint) < eval < run (train, evaluate, graphcl, release) < report < interface (smoke, cli). Imports
-inside functions count as much as those at the top of a module.
+Layers, bottom to top (docs/development.md, "Layout"): core (errors, io, schedules,
+config, resources, runtime) < data < encoders < objectives < methods (methods, model,
+checkpoint) < eval < run (train, evaluate, graphcl, release) < report < interface (smoke,
+cli). Imports inside functions count as much as those at the top of a module.
 """
 
 from __future__ import annotations
