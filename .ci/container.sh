@@ -278,18 +278,26 @@ in_image smoke /work/smoke snakemake --snakefile /opt/halp/Snakefile --cores 2 \
 log "snakemake --use-singularity (the README's spelling) through the apptainer stand-in"
 app="$scratch/apptainer"
 mkdir -p "$app/work" "$app/home" "$app/bin"
-ln -s "$repo/.ci/apptainer-standin" "$app/bin/apptainer"
+# from the copy of the work tree, which that user owns (the checkout may be unreadable to it)
+ln -s "$scratch/tree/.ci/apptainer-standin" "$app/bin/apptainer"
 # the workflow's `container:` (config/smoke.yaml: halp-repro.sif) names the image file
 printf '# apptainer stand-in: docker image %s\n' "$image" >"$app/work/halp-repro.sif"
 chown -R "$run_uid:$run_gid" "$app"
 docker_gid=$(stat -c %g /var/run/docker.sock)
+# Snakemake on the host for that user: a venv of the system Python at the CI venv's Snakemake
+# version (the CI venv's interpreter may lie where that user cannot read it, e.g. under /root)
+smk_version=$(snakemake --version) || die "no snakemake on PATH (activate the CI venv)"
+run_logged "$state/apptainer-venv.log" /usr/bin/python3 -m venv "$app/venv"
+run_logged "$state/apptainer-venv.log" "$app/venv/bin/python" -m pip install -q \
+    "snakemake==$smk_version"
+chown -R "$run_uid:$run_gid" "$app"
 as_user() {
-    setpriv --reuid="$run_uid" --regid="$run_gid" --groups="$docker_gid" \
-        env HOME="$app/home" PATH="$app/bin:$PATH" "$@"
+    setpriv --reuid="$run_uid" --regid="$run_gid" --groups="$docker_gid" env HOME="$app/home" \
+        PATH="$app/bin:$app/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+        "$@"
 }
-as_user test -r "$repo/.ci/apptainer-standin" \
-    || die "user $run_uid cannot read $repo (the stand-in runs as that user)"
-snakemake_bin=$(command -v snakemake) || die "no snakemake on PATH (activate the CI venv)"
+as_user test -x "$app/bin/apptainer" || die "user $run_uid cannot run $app/bin/apptainer"
+snakemake_bin="$app/venv/bin/snakemake"
 as_user "$snakemake_bin" --version >/dev/null || die "user $run_uid cannot run $snakemake_bin"
 if ! (cd "$app/work" && as_user "$snakemake_bin" --snakefile "$scratch/tree/Snakefile" \
     --use-singularity --cores 2 --configfile "$scratch/tree/config/smoke.yaml") \
