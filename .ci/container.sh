@@ -10,6 +10,10 @@
 #   4. inside the image, as its non-root user, with a copy of the work tree and a scratch folder
 #      mounted: `halp --version`, the fast tests, and the whole smoke workflow
 #      (snakemake --cores 2 --configfile config/smoke.yaml) in the scratch folder
+#   4b. the same smoke workflow through Snakemake's Apptainer path: `snakemake --use-singularity`
+#      on the host, as that user, with .ci/apptainer-standin as `apptainer` (docker run of the
+#      image); its results equal, number by number, those of step 4 and (HALP_LOCAL_RUN=DIR) of
+#      the local run in DIR
 #   5. checks the outputs: every table present and non-empty, every file in the mounted folders
 #      owned by the user the container ran as (not root), nothing written inside the container
 #      (docker diff shows only the mount points: /tmp and $HOME are a tmpfs)
@@ -23,6 +27,7 @@
 #   HALP_CONTAINER_NICE   niceness of dockerd and debootstrap (default 10)
 #   HALP_DEBIAN_MIRROR    (default http://deb.debian.org/debian)
 #   HALP_CONTAINER_PYTEST_ARGS  pytest's selection inside the image (default: the fast subset)
+#   HALP_LOCAL_RUN        a finished local smoke run to compare the apptainer path with
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -57,6 +62,9 @@ run_logged() {
 [[ $(id -u) -eq 0 ]] || die "run as root: it installs packages and starts dockerd"
 [[ $(uname -m) == x86_64 ]] || die "the CPU wheel and the lock are for x86_64, this is $(uname -m)"
 mkdir -p "$state"
+if [[ -n ${HALP_LOCAL_RUN:-} && ! -d $HALP_LOCAL_RUN/results ]]; then
+    die "HALP_LOCAL_RUN=$HALP_LOCAL_RUN: no results/ of a local smoke run there"
+fi
 
 # --- inputs: the torch wheel and the CA bundle --------------------------------------------
 
@@ -260,6 +268,53 @@ in_image tests /work/tree bash -c "set -euo pipefail
 log "in the image: the smoke workflow"
 in_image smoke /work/smoke snakemake --snakefile /opt/halp/Snakefile --cores 2 \
     --configfile /opt/halp/config/smoke.yaml
+
+# --- 4b. the smoke workflow through Snakemake's Apptainer path -------------------------------
+
+# Apptainer cannot be installed here: .ci/apptainer-standin, on PATH as `apptainer`, carries
+# out the Apptainer command lines Snakemake writes as `docker run` of the image (its header
+# says what it keeps of Apptainer's defaults). Snakemake runs on the host, as the same
+# unprivileged user, from a copy of the work tree; every rule runs in the image.
+log "snakemake --use-singularity (the README's spelling) through the apptainer stand-in"
+app="$scratch/apptainer"
+mkdir -p "$app/work" "$app/home" "$app/bin"
+# from the copy of the work tree, which that user owns (the checkout may be unreadable to it)
+ln -s "$scratch/tree/.ci/apptainer-standin" "$app/bin/apptainer"
+# the workflow's `container:` (config/smoke.yaml: halp-repro.sif) names the image file
+printf '# apptainer stand-in: docker image %s\n' "$image" >"$app/work/halp-repro.sif"
+chown -R "$run_uid:$run_gid" "$app"
+docker_gid=$(stat -c %g /var/run/docker.sock)
+# Snakemake on the host for that user: a venv of the system Python at the CI venv's Snakemake
+# version (the CI venv's interpreter may lie where that user cannot read it, e.g. under /root)
+smk_version=$(snakemake --version) || die "no snakemake on PATH (activate the CI venv)"
+run_logged "$state/apptainer-venv.log" /usr/bin/python3 -m venv "$app/venv"
+run_logged "$state/apptainer-venv.log" "$app/venv/bin/python" -m pip install -q \
+    "snakemake==$smk_version"
+chown -R "$run_uid:$run_gid" "$app"
+as_user() {
+    setpriv --reuid="$run_uid" --regid="$run_gid" --groups="$docker_gid" env HOME="$app/home" \
+        PATH="$app/bin:$app/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+        "$@"
+}
+as_user test -x "$app/bin/apptainer" || die "user $run_uid cannot run $app/bin/apptainer"
+snakemake_bin="$app/venv/bin/snakemake"
+as_user "$snakemake_bin" --version >/dev/null || die "user $run_uid cannot run $snakemake_bin"
+if ! (cd "$app/work" && as_user "$snakemake_bin" --snakefile "$scratch/tree/Snakefile" \
+    --use-singularity --cores 2 --configfile "$scratch/tree/config/smoke.yaml") \
+    >"$state/apptainer-smoke.log" 2>&1; then
+    tail -n 60 "$state/apptainer-smoke.log" >&2
+    die "the smoke workflow through the apptainer stand-in failed (log: $state/apptainer-smoke.log)"
+fi
+jobs_in_image=$(grep -c "Activating singularity image" "$state/apptainer-smoke.log" || true)
+jobs_total=$(grep -c "^rule \|^localrule " "$state/apptainer-smoke.log" || true)
+log "apptainer path: $jobs_in_image of $jobs_total jobs activated the image"
+[[ $jobs_in_image -gt 0 ]] || die "no job ran in the image (log: $state/apptainer-smoke.log)"
+python3 "$repo/.ci/compare-results.py" "$scratch/smoke/results" "$app/work/results" \
+    --names image,apptainer || die "the apptainer path's results differ from the image's"
+if [[ -n ${HALP_LOCAL_RUN:-} ]]; then
+    python3 "$repo/.ci/compare-results.py" "$HALP_LOCAL_RUN/results" "$app/work/results" \
+        --names local,apptainer || die "the apptainer path's results differ from the local run's"
+fi
 
 # --- 5. the outputs -------------------------------------------------------------------------
 

@@ -432,44 +432,8 @@ if [[ -n $local_pid ]]; then
   wait "$local_pid" || { tail -n 40 "$local_dir/snakemake.log" >&2; die "the local run failed"; }
   local_pid=""
 fi
-python - "$local_dir/results" "$work/results" <<'PY' || die "results differ from the local run's"
-import json
-import sys
-from pathlib import Path
-
-local, slurm = Path(sys.argv[1]), Path(sys.argv[2])
-TIMINGS = {"seconds", "cpu_seconds", "time"}  # clock measurements, not results
-
-
-def numbers(node, path=""):
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key not in TIMINGS:
-                yield from numbers(value, f"{path}/{key}")
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield from numbers(value, f"{path}[{i}]")
-    elif isinstance(node, int | float) and not isinstance(node, bool):
-        yield path, node
-
-
-names = sorted(p.name for p in local.glob("*.json"))
-if not names or names != sorted(p.name for p in slurm.glob("*.json")):
-    sys.exit("the two runs wrote different result files")
-count, diffs = 0, []
-for name in names:
-    a = dict(numbers(json.loads((local / name).read_text())))
-    b = dict(numbers(json.loads((slurm / name).read_text())))
-    count += len(a)
-    diffs += [
-        f"{name}{k}: local {a.get(k)} slurm {b.get(k)}"
-        for k in a.keys() | b.keys()
-        if a.get(k) != b.get(k)
-    ]
-if diffs:
-    sys.exit("\n".join(diffs[:20]))
-print(f"{len(names)} result files, {count} numbers: all equal to the local run's")
-PY
+python .ci/compare-results.py "$local_dir/results" "$work/results" --names local,slurm \
+  || die "results differ from the local run's"
 
 # ---------------------------------------------------------------- 3. scancel mid-pretraining, resume
 log "killing a pretraining job with scancel, then resuming it"

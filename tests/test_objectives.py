@@ -1,6 +1,6 @@
 """Composable objectives: a new loss term is a registered objective plus a preset.
 
-The README's "Adding a method", followed literally for a toy objective that pulls each
+"Adding a method" (docs/development.md), followed literally for a toy objective that pulls each
 query towards the batch mean of its keys: the objective is defined in this file, a
 preset lists it after InfoNCE with a weight and a start epoch, and training runs it
 without any change to the model's forward.

@@ -286,6 +286,48 @@ def _add_figures(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("results/figures"), help="output folder")
 
 
+def _add_release(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "release", help="a finished run as a checkable artefact: encoder, card, SHA256SUMS"
+    )
+    p.add_argument("run", type=Path, help="a run folder of halp pretrain (with final.pt)")
+    p.add_argument("--out", type=Path, required=True, help="the release folder to write (new)")
+    p.add_argument(
+        "--result",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="JSON",
+        help="a results JSON of halp evaluate on RUN/final.pt (repeatable; default: every "
+        "such JSON under --results)",
+    )
+    p.add_argument(
+        "--results",
+        type=Path,
+        default=Path("results"),
+        help="folder searched for the run's results when no --result is given",
+    )
+    p.add_argument(
+        "--log",
+        type=Path,
+        default=None,
+        help="the pretraining log (default: logs/pretrain/RUN.log)",
+    )
+    p = sub.add_parser("verify", help="check a release folder and rerun its kNN evaluation")
+    p.add_argument("folder", type=Path, help="a folder written by halp release")
+    p.add_argument(
+        "--data", type=Path, default=None, help="the kNN benchmark folder (default: the recorded)"
+    )
+    p.add_argument("--device", default="cpu", help="device of the kNN rerun (default cpu)")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.0,
+        help="accepted |rerun - recorded| kNN top-1, in points (default 0: equal)",
+    )
+    p.add_argument("--no-rerun", action="store_true", help="skip the kNN rerun")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``halp`` argument parser with every verb and its options."""
     parser = argparse.ArgumentParser(prog="halp", description=__doc__)
@@ -304,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tables(sub)
     _add_figures(sub)
     _add_smoke(sub)
+    _add_release(sub)
     return parser
 
 
@@ -568,6 +611,25 @@ def run_smoke(args: argparse.Namespace) -> None:
     smoke(args.out, workers=_workers(args.workers), seed=args.seed)
 
 
+def run_release(args: argparse.Namespace) -> None:
+    """``halp release``: write the release folder of a finished run."""
+    from halp.release import release
+
+    made = release(args.run, args.out, args.result, args.results, args.log)
+    print(
+        f"wrote {made.folder}: {made.encoder.name}, {len(made.results)} result(s), "
+        "README.md, SHA256SUMS"
+    )
+
+
+def run_verify(args: argparse.Namespace) -> None:
+    """``halp verify``: check a release folder; any mismatch is an error (exit 2)."""
+    from halp.release import verify
+
+    done = verify(args.folder, args.data, args.device, args.tolerance, not args.no_rerun, say=print)
+    print(f"{args.folder}: verified ({done.files} files)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``halp`` command line; returns the exit status."""
     from halp.errors import HalpError
@@ -587,6 +649,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "tables": run_tables,
         "figures": run_figures,
         "smoke": run_smoke,
+        "release": run_release,
+        "verify": run_verify,
     }
     try:
         handlers[args.command](args)

@@ -78,3 +78,7 @@ class UsageError(HalpError, ValueError):
 
 class SampleNameError(HalpError, ValueError):
     """A file or sample name does not follow its dataset's naming scheme."""
+
+
+class ReleaseError(HalpError, ValueError):
+    """A release folder (``halp release``, ``halp verify``) is incomplete, changed or foreign."""
