@@ -25,8 +25,19 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     prep = sub.add_parser("prepare", help="turn raw datasets into training arrays")
     kinds = prep.add_subparsers(dest="kind", required=True, metavar="DATASET")
 
-    def common(p: argparse.ArgumentParser) -> None:
+    def out_and_workers(p: argparse.ArgumentParser) -> None:
         p.add_argument("--out", type=Path, required=True, help="output folder")
+        p.add_argument(
+            "--workers", type=int, default=None, help="worker processes (default: all cores)"
+        )
+        p.add_argument(
+            "--skip-bad",
+            action="store_true",
+            help="skip malformed files, list them in manifest.json and the summary",
+        )
+
+    def common(p: argparse.ArgumentParser) -> None:
+        out_and_workers(p)
         p.add_argument(
             "--recipe",
             choices=("2s-agcn", "crossclr"),
@@ -35,14 +46,6 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
             "'crossclr' (NTU only): CrosSCLR/AimCLR/HiCLR's, the first two bodies centred "
             "on joint 21, resized to 50 frames, shoulders turned onto x (a config's "
             "data.recipe must name the recipe of its data)",
-        )
-        p.add_argument(
-            "--workers", type=int, default=None, help="worker processes (default: all cores)"
-        )
-        p.add_argument(
-            "--skip-bad",
-            action="store_true",
-            help="skip malformed files, list them in manifest.json and the summary",
         )
         p.add_argument(
             "--compaction",
@@ -83,15 +86,7 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
         "nwucla", help="NW-UCLA, the all_sqe JSON release (xview1-3 and xview1-3-val)"
     )
     p.add_argument("--raw", type=Path, required=True, help="folder or zip of the all_sqe files")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument(
-        "--workers", type=int, default=None, help="worker processes (default: all cores)"
-    )
-    p.add_argument(
-        "--skip-bad",
-        action="store_true",
-        help="skip malformed files, list them in manifest.json and the summary",
-    )
+    out_and_workers(p)
     p.add_argument(
         "--frames", type=int, default=201, help="stored frames per clip (default 201: all)"
     )

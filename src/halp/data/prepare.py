@@ -59,6 +59,14 @@ NTU_HELP = (
 SKIP_HINT = "  (pass --skip-bad to skip bad files and list them in manifest.json)"
 
 
+def _skip_or_refuse(name: str, error: str, skip_bad: bool, skipped: list[dict[str, str]]) -> None:
+    """Refuse a bad input file (``PrepareError``), or with ``--skip-bad`` list and skip it."""
+    if not skip_bad:
+        raise PrepareError(error + SKIP_HINT) from None
+    log.warning("skipping %s", error)
+    skipped.append({"name": name, "error": error})
+
+
 # --------------------------------------------------------------------------- sources
 
 Source = tuple[str | None, str]  # (zip archive or None, path or member name)
@@ -475,10 +483,7 @@ def _stream(
     try:
         for outcome in _outcomes(worker, jobs, workers, f"prepare {dataset}"):
             if outcome.error is not None:
-                if not skip_bad:
-                    raise PrepareError(outcome.error + SKIP_HINT)
-                log.warning("skipping %s: %s", outcome.key, outcome.error)
-                skipped.append({"name": outcome.key, "error": outcome.error})
+                _skip_or_refuse(outcome.key, outcome.error, skip_bad, skipped)
                 continue
             empty.extend(outcome.empty)
             for sample in outcome.samples:
@@ -588,11 +593,7 @@ def prepare_ntu(
                 continue
             ntu.check_in_dataset(parsed, name, spec)
         except ValueError as err:
-            message = f"{origin_of(sources[name])}: {err}"
-            if not skip_bad:
-                raise PrepareError(message + SKIP_HINT) from None
-            log.warning("skipping %s", message)
-            bad.append({"name": name, "error": message})
+            _skip_or_refuse(name, f"{origin_of(sources[name])}: {err}", skip_bad, bad)
             continue
         names.append(name)
     if (
@@ -696,10 +697,7 @@ def prepare_pku(
                 label_path.read_text(encoding="utf-8", errors="replace"), str(label_path), video
             )
         except RawFormatError as err:
-            if not skip_bad:
-                raise PrepareError(str(err) + SKIP_HINT) from None
-            log.warning("skipping %s", err)
-            bad.append({"name": video, "error": str(err)})
+            _skip_or_refuse(video, str(err), skip_bad, bad)
             continue
         jobs.append(
             (video, skeletons[video], str(label_path), instances_of[video], num_frames, compaction)
@@ -792,11 +790,7 @@ def prepare_nwucla(
         try:
             clips[name] = nwucla.parse_name(name)
         except ValueError as err:
-            message = f"{origin_of(sources[name])}: {err}"
-            if not skip_bad:
-                raise PrepareError(message + SKIP_HINT) from None
-            log.warning("skipping %s", message)
-            bad.append({"name": name, "error": message})
+            _skip_or_refuse(name, f"{origin_of(sources[name])}: {err}", skip_bad, bad)
     digest = nwucla.release_digest(read_source(sources[n]) for n in sorted(sources))
     verified = digest == nwucla.RELEASE_SHA256
     if not verified:
