@@ -15,7 +15,7 @@ under ``--out``:
    what a training step consumes;
 6. a short pretraining on synthetic data at full size (checkpoint, resume, linear probe),
    to catch shape, memory and cuDNN problems before anyone spends GPU-days;
-7. the README's GPU-hour estimates recomputed from the measured step times.
+7. the GPU-hour estimates of docs/cluster.md recomputed from the measured step times.
 
 ``--tiny`` runs the same sections at toy sizes (its CPU test, ``tests/test_gpu_check.py``),
 so the script never reaches a GPU untested. Each section records its own error and the
@@ -52,7 +52,7 @@ from halp.methods import PRESETS
 from halp.methods.model import PretrainModel, random_batch
 from halp.train import pretrain
 
-# clips and epochs behind the README's GPU-hour table (one pretraining run each)
+# clips and epochs behind the GPU-hour table of docs/cluster.md (one pretraining run each)
 WORKLOADS = {
     "ntu60_xsub": (40_091, 451),
     "ntu120_xsub": (63_026, 451),

@@ -466,7 +466,7 @@ class GraphCLConfig:
 
     ``method: graphcl_halp`` adds mu L_HaLP from ``halp.mu_start_epoch`` (our reading:
     anchors = detached view-2 projections, prototypes from a FIFO of the last
-    ``halp.top_k`` anchors, tau = ``temperature``); README "HaLP inside GraphCL".
+    ``halp.top_k`` anchors, tau = ``temperature``); docs/methods/graphcl.md, "HaLP inside GraphCL".
     """
 
     method: Literal["graphcl", "graphcl_halp"] = "graphcl"

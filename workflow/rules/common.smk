@@ -77,7 +77,7 @@ def variant_spec(variant):
     return {"config": None, "recipe": "2s-agcn", "evaluate": None, **spec}
 
 
-# NW-UCLA has a recipe and a skeleton layout of its own (README "NW-UCLA")
+# NW-UCLA has a recipe and a skeleton layout of its own (docs/data/nwucla.md)
 DATASET_KEYS = {"nwucla": {"data.recipe": "nwucla", "data.layout": "kinect20"}}
 
 
@@ -178,7 +178,7 @@ def launcher():
 def evaluate_args(protocol, extra=None, variant=None, dataset=None):
     """The `halp evaluate` verb and its arguments for a target's protocol (and variant)."""
     cfg = config["evaluate"]
-    if dataset == "nwucla":  # NW-UCLA's keys after the shared ones (README "NW-UCLA")
+    if dataset == "nwucla":  # NW-UCLA's keys after the shared ones (docs/data/nwucla.md)
         extra = {**config["nwucla"]["evaluate"], **(extra or {})}
     verb, keys = protocol, {}
     # a variant's own evaluation config is its linear protocol (e.g. AimCLR's)

@@ -89,7 +89,7 @@ rule prepare_crossclr:
     log:
         "logs/prepare_crossclr_{dataset}.log",
     wildcard_constraints:
-        dataset="ntu60|ntu120",  # the recipe is NTU's (README "AimCLR and HiCLR")
+        dataset="ntu60|ntu120",  # the recipe is NTU's (docs/data/crossclr.md)
     threads: config.get("prepare_workers", 8)
     resources:
         mem_mb=4000,

@@ -1,4 +1,4 @@
-"""Torch datasets and loaders over a prepared split (the README's "The training loader").
+"""Torch datasets and loaders over a prepared split (docs/data/index.md, "The training loader").
 
 ``PretrainDataset`` yields two independently augmented views of a sample (and the extra
 views of methods such as AimCLR and HiCLR);

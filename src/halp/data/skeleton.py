@@ -125,7 +125,7 @@ def normalize(skeleton: np.ndarray, compaction: str = "all") -> np.ndarray:
     Args:
         skeleton: (M, T, V, 3) persons x frames x joints x xyz; all-zero frames are
             missing. Not modified. T is the padded length (300 for NTU).
-        compaction: ``"all"`` (default, the recipe as documented in the README) moves
+        compaction: ``"all"`` (default, the recipe as documented in docs/data/index.md) moves
             every valid frame of a person to the front before loop padding.
             ``"leading"`` is the 2s-AGCN code's behaviour: it compacts only when frame 0
             is empty, so gaps inside a sequence stay and are repeated by the padding.

@@ -1,4 +1,4 @@
-"""The on-disk format of prepared datasets (documented in README.md, "Data format").
+"""The on-disk format of prepared datasets (documented in docs/data/index.md, "The on-disk format").
 
 A prepared dataset is a folder::
 

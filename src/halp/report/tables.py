@@ -525,7 +525,7 @@ def table_graphs(inputs: Inputs) -> Table:
             )
     rows.append(Row("HaLP gain, paired by seed [95 % CI]", tuple(gains)))
     notes.append(
-        "HaLP inside GraphCL is this package's reading (README, 'HaLP inside GraphCL'); "
+        "HaLP inside GraphCL is this package's reading (docs/methods/graphcl.md); "
         f"a cell reading {DASH} names the results file that would fill it."
     )
     return Table(

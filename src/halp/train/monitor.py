@@ -191,7 +191,7 @@ class HealthProbe:
                     "epoch %d: the %s embedding may be collapsing: the mean pairwise cosine of "
                     "the probe clips rose from its lowest %.3f to %.3f (> log.collapse_cosine "
                     "%.2f; healthy runs stay near 0). If a loss term switched on shortly "
-                    "before, try a smaller weight for it (README, 'Representation health').",
+                    "before, try a smaller weight for it (docs/methods/index.md, 'Representation health').",
                     epoch,
                     m,
                     low,
