@@ -149,6 +149,23 @@ def _wrapped(module: Any, name: str, make: Callable[[Any], Any]) -> Iterator[Non
         setattr(module, name, original)
 
 
+def _recording(
+    into: list[Tensor], part: Callable[[Any], Tensor] | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A ``make`` for :func:`_wrapped`: the original, appending a copy of each result (or of
+    ``part(result)``) to ``into``."""
+
+    def wrap(orig: Callable[..., Any]) -> Callable[..., Any]:
+        def recorded(*args: Any, **kwargs: Any) -> Any:
+            out = orig(*args, **kwargs)
+            into.append((out if part is None else part(out)).detach().clone())
+            return out
+
+        return recorded
+
+    return wrap
+
+
 # --------------------------------------------------------------------------------------
 # Loading the released code from a patched temporary copy
 # --------------------------------------------------------------------------------------
@@ -359,14 +376,6 @@ def record_package_draws(pkg: types.SimpleNamespace, log: DrawLog) -> Iterator[N
     """Record the package's P_sel, t_c uniforms, positives and k-means inputs/outputs."""
     poshal, hobj = pkg.poshal, pkg.halp_objective
 
-    def wrap_select(orig: Callable[..., Tensor]) -> Callable[..., Tensor]:
-        def select(*args: Any, **kwargs: Any) -> Tensor:
-            out = orig(*args, **kwargs)
-            log.selected.append(out.detach().clone())
-            return out
-
-        return select
-
     def wrap_tc(orig: Callable[..., Tensor]) -> Callable[..., Tensor]:
         def sample(
             t_star: Tensor, lam: float, generator: torch.Generator, mode: str = "paper"
@@ -382,14 +391,6 @@ def record_package_draws(pkg: types.SimpleNamespace, log: DrawLog) -> Iterator[N
 
         return sample
 
-    def wrap_hal(orig: Callable[..., Any]) -> Callable[..., Any]:
-        def hallucinate(*args: Any, **kwargs: Any) -> Any:
-            out = orig(*args, **kwargs)
-            log.positives.append(out.h.detach().clone())
-            return out
-
-        return hallucinate
-
     def wrap_kmeans(orig: Callable[..., Tensor]) -> Callable[..., Tensor]:
         def kmeans(keys: Tensor, *args: Any, **kwargs: Any) -> Tensor:
             out = orig(keys, *args, **kwargs)
@@ -400,9 +401,9 @@ def record_package_draws(pkg: types.SimpleNamespace, log: DrawLog) -> Iterator[N
         return kmeans
 
     with (
-        _wrapped(poshal, "select_other_prototypes", wrap_select),
+        _wrapped(poshal, "select_other_prototypes", _recording(log.selected)),
         _wrapped(poshal, "sample_tc", wrap_tc),
-        _wrapped(hobj, "hallucinate", wrap_hal),
+        _wrapped(hobj, "hallucinate", _recording(log.positives, lambda out: out.h)),
         _wrapped(hobj, "spherical_kmeans", wrap_kmeans),
     ):
         yield
@@ -664,6 +665,36 @@ def _package_state(model: nn.Module) -> dict[str, Tensor]:
     return out
 
 
+def _grads(
+    named: Iterator[tuple[str, nn.Parameter]], rename: Callable[[str], str]
+) -> dict[str, Tensor]:
+    """``grad/<our name>`` -> a copy of each gradient that was computed."""
+    return {
+        "grad/" + rename(n): p.grad.detach().clone()
+        for n, p in named
+        if p.requires_grad and p.grad is not None
+    }
+
+
+def _compare_steps(tol: float, ours: list[StepResult], theirs: list[StepResult]) -> Comparison:
+    """Both sides' quantities compared after each step."""
+    cmp = Comparison(tol)
+    for step, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+        compare_states(
+            cmp,
+            {**a.terms, **a.grads, **a.params},
+            {**b.terms, **b.grads, **b.params},
+            step,
+            _classify,
+        )
+    return cmp
+
+
+def _step0_terms(ours: list[StepResult]) -> dict[str, float]:
+    """The package's loss terms at step 0, by term name."""
+    return {k.split("/", 1)[1]: float(v) for k, v in ours[0].terms.items() if k.startswith("loss/")}
+
+
 class BiGRUHarness:
     """Drives a released BiGRU MoCo builder (MoCo, HaLP, CMD, HaLP+CMD) against the package."""
 
@@ -782,11 +813,7 @@ class BiGRUHarness:
                 out = model(self.views(xq), self.views(xk), epoch=0, generator=generator, step=step)
             opt.zero_grad()
             out.loss.backward()
-            grads = {
-                "grad/" + n: p.grad.detach().clone()
-                for n, p in model.named_parameters()
-                if p.requires_grad and p.grad is not None
-            }
+            grads = _grads(model.named_parameters(), str)
             opt.step()
             terms = {"loss/total": out.loss.detach()}
             for m in self.spec.modalities:
@@ -899,11 +926,7 @@ class BiGRUHarness:
             terms["loss/total"] = loss.detach()
             opt.zero_grad()
             loss.backward()
-            grads = {
-                "grad/" + names[k]: p.grad.detach().clone()
-                for k, p in ref.named_parameters()
-                if p.grad is not None
-            }
+            grads = _grads(ref.named_parameters(), names.__getitem__)
             opt.step()
             for m, h in zip(spec.modalities, recorded["positives"], strict=False):
                 terms[f"positives/{m}"] = h
@@ -939,15 +962,7 @@ class BiGRUHarness:
         modules = [self.spec.builder] + (["generator"] if self.spec.generate else [])
         with released_modules(self.ref, "moco", modules, self.patches, self.stubs) as mods:
             theirs = self.run_reference(mods, fresh, inputs, logs)
-        cmp = Comparison(self.tol)
-        for step, (a, b) in enumerate(zip(ours, theirs, strict=True)):
-            compare_states(
-                cmp,
-                {**a.terms, **a.grads, **a.params},
-                {**b.terms, **b.grads, **b.params},
-                step,
-                _classify,
-            )
+        cmp = _compare_steps(self.tol, ours, theirs)
         return {
             "comparison": cmp,
             "ref_repo": self.spec.repo,
@@ -955,11 +970,7 @@ class BiGRUHarness:
             + [s.describe() for s in self.stubs]
             + self.injections(),
             "deviations": self.deviations(inputs, init, ours) if with_deviations else [],
-            "terms_step0": {
-                k.split("/", 1)[1]: float(v)
-                for k, v in ours[0].terms.items()
-                if k.startswith("loss/")
-            },
+            "terms_step0": _step0_terms(ours),
         }
 
     def injections(self) -> list[str]:
@@ -1116,26 +1127,33 @@ class GraphCLHarness:
             z1 = _embed(net, b1, project=True)  # type: ignore[arg-type]
             z2 = _embed(net, b2, project=True)  # type: ignore[arg-type]
             loss = nt_xent(z1, z2, config.temperature)
-            opt.zero_grad()
-            loss.backward()
-            grads = {
-                "grad/" + n: p.grad.detach().clone()
-                for n, p in net.named_parameters()
-                if p.grad is not None
-            }
-            opt.step()
-            state = {
-                ("buffer/" if "running_" in n else "param/") + n: t.clone()
-                for n, t in net.state_dict().items()
-                if not n.endswith("num_batches_tracked")
-            }
-            terms = {
-                "loss/loss_graphcl": loss.detach(),
-                "embedding/view1": z1.detach(),
-                "embedding/view2": z2.detach(),
-            }
-            results.append(StepResult(terms, grads, state))
+            results.append(self.step(net, opt, loss, (z1, z2), str))
         return results
+
+    @staticmethod
+    def step(
+        net: nn.Module,
+        opt: torch.optim.Optimizer,
+        loss: Tensor,
+        embeddings: tuple[Tensor, Tensor],
+        rename: Callable[[str], str],
+    ) -> StepResult:
+        """One side's optimiser step on ``loss`` and what it compares, by our names."""
+        opt.zero_grad()
+        loss.backward()
+        grads = _grads(net.named_parameters(), rename)
+        opt.step()
+        state = {
+            ("buffer/" if "running_" in n else "param/") + rename(n): t.clone()
+            for n, t in net.state_dict().items()
+            if not n.endswith("num_batches_tracked")
+        }
+        terms = {
+            "loss/loss_graphcl": loss.detach(),
+            "embedding/view1": embeddings[0].detach(),
+            "embedding/view2": embeddings[1].detach(),
+        }
+        return StepResult(terms, grads, state)
 
     @staticmethod
     def ref_name(name: str) -> str:
@@ -1161,25 +1179,7 @@ class GraphCLHarness:
             x = model(b1.x, b1.edge_index, b1.batch, b1.num_graphs)
             x_aug = model(b2.x, b2.edge_index, b2.batch, b2.num_graphs)
             loss = model.loss_cal(x, x_aug)
-            opt.zero_grad()
-            loss.backward()
-            grads = {
-                "grad/" + ours[n]: p.grad.detach().clone()
-                for n, p in model.named_parameters()
-                if p.grad is not None
-            }
-            opt.step()
-            state = {
-                ("buffer/" if "running_" in n else "param/") + ours[n]: t.clone()
-                for n, t in model.state_dict().items()
-                if not n.endswith("num_batches_tracked")
-            }
-            terms = {
-                "loss/loss_graphcl": loss.detach(),
-                "embedding/view1": x.detach(),
-                "embedding/view2": x_aug.detach(),
-            }
-            results.append(StepResult(terms, grads, state))
+            results.append(self.step(model, opt, loss, (x, x_aug), ours.__getitem__))
         return results
 
     def build(self, config: Any) -> nn.Module:
@@ -1200,15 +1200,7 @@ class GraphCLHarness:
             self.ref, "unsupervised_TU", ["gsimclr"], self.patches, self.stubs, flat=True
         ) as mods:
             theirs = self.run_reference(mods, fresh, batches)
-        cmp = Comparison(self.tol)
-        for step, (a, b) in enumerate(zip(ours, theirs, strict=True)):
-            compare_states(
-                cmp,
-                {**a.terms, **a.grads, **a.params},
-                {**b.terms, **b.grads, **b.params},
-                step,
-                _classify,
-            )
+        cmp = _compare_steps(self.tol, ours, theirs)
         deviations = []
         if with_deviations:
             for key, value, what in (
@@ -1263,11 +1255,7 @@ class GraphCLHarness:
                 "__main__ are not importable and not compared",
             ],
             "deviations": deviations,
-            "terms_step0": {
-                k.split("/", 1)[1]: float(v)
-                for k, v in ours[0].terms.items()
-                if k.startswith("loss/")
-            },
+            "terms_step0": _step0_terms(ours),
         }
 
 
@@ -1276,8 +1264,8 @@ class GraphCLHarness:
 # --------------------------------------------------------------------------------------
 
 MINING_FROM = 1
-HICLR_MASK_RATIO = 0.1
 """The first step run with nearest-neighbour mining (AimCLR, HiCLR)."""
+HICLR_MASK_RATIO = 0.1
 STGCN_SIZES = {"width": 4, "feature": 16, "dim": 8, "frames": 8, "batch": 4, "queue": 16, "topk": 2}
 
 
@@ -1286,26 +1274,31 @@ def _import_class(name: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
-AIMCLR_PATCHES = [
-    Patch(
-        "net/aimclr.py",
-        "labels = torch.zeros(logits.shape[0], dtype=torch.long).cuda()",
-        "labels = torch.zeros(logits.shape[0], dtype=torch.long).to(logits.device)",
-        "the InfoNCE labels made on the logits' device instead of CUDA",
-    ),
-    Patch(
-        "net/aimclr.py",
-        "torch.ones(topk_onehot.size(0), 1).cuda()",
-        "torch.ones(topk_onehot.size(0), 1).to(topk_onehot)",
-        "the key's column of the mined positive mask made on the queue's device",
-    ),
-    Patch(
-        "net/aimclr.py",
-        "gpu_index = keys.device.index",
-        "gpu_index = keys.device.index or 0",
-        "a CPU tensor has no device index: one process writes at the pointer",
-    ),
-]
+def _mining_patches(file: str) -> list[Patch]:
+    """The CPU patches of a released MoCo model with nearest-neighbour mining (AimCLR, HiCLR)."""
+    return [
+        Patch(
+            file,
+            "labels = torch.zeros(logits.shape[0], dtype=torch.long).cuda()",
+            "labels = torch.zeros(logits.shape[0], dtype=torch.long).to(logits.device)",
+            "the InfoNCE labels made on the logits' device instead of CUDA",
+        ),
+        Patch(
+            file,
+            "torch.ones(topk_onehot.size(0), 1).cuda()",
+            "torch.ones(topk_onehot.size(0), 1).to(topk_onehot)",
+            "the key's column of the mined positive mask made on the queue's device",
+        ),
+        Patch(
+            file,
+            "gpu_index = keys.device.index",
+            "gpu_index = keys.device.index or 0",
+            "a CPU tensor has no device index: one process writes at the pointer",
+        ),
+    ]
+
+
+AIMCLR_PATCHES = _mining_patches("net/aimclr.py")
 AIMCLR_STUBS = [
     Stub(
         "torchlight",
@@ -1314,6 +1307,7 @@ AIMCLR_STUBS = [
         "package needs installing",
     )
 ]
+STGCN_DROPOUT_NOTE = "runtime: ST-GCN dropout 0 on both sides (its draws cannot be shared)"
 
 
 def _stgcn_ref_name(name: str) -> str:
@@ -1325,13 +1319,32 @@ def _stgcn_ref_name(name: str) -> str:
     return name
 
 
-class AimCLRHarness:
-    """The released ``AimCLR`` model and its processor's loss against the package's ``aimclr``.
+@dataclass(frozen=True)
+class STGCNSpec:
+    """What differs between the released ST-GCN MoCo models with mining (AimCLR, HiCLR)."""
+
+    repo: str
+    module: str  # the released net/<module>.py, holding the class ``ref_class``
+    ref_class: str
+    ref_kwargs: dict[str, Any]  # the released constructor's arguments beyond the shared ones
+    patches: list[Patch]
+    stubs: list[Stub]
+    notes: list[str]  # the runtime notes listed after the patches
+    section: dict[str, dict[str, Any]]  # the package's method config section
+    extra_terms: tuple[str, str]  # the package terms (``<name>_joint``) of loss2 and loss3
+    views: int  # clips per step
+
+
+class _STGCNHarness:
+    """The shared driver of a released ST-GCN MoCo model with mining against the package.
 
     Step 0 runs before mining, the later steps with nearest-neighbour mining (the released
     ``epoch <= mining_epoch`` switch; the package's ``mining.start_epoch``). Dropout in the
-    ST-GCN blocks is set to 0 on both sides (a random draw that cannot be shared).
+    ST-GCN blocks is set to 0 on both sides (a random draw that cannot be shared). A subclass
+    gives its :class:`STGCNSpec` and how a step's clips reach each side.
     """
+
+    spec: STGCNSpec
 
     def __init__(self, method: str, ref: Path, steps: int, tol: float) -> None:
         self.method, self.ref, self.steps, self.tol = method, ref, steps, tol
@@ -1340,7 +1353,7 @@ class AimCLRHarness:
     def package_model(self) -> Any:
         s = STGCN_SIZES
         data = {
-            "method": "aimclr",
+            "method": self.method,
             "seed": 3,
             "encoder": {
                 "arch": "stgcn",
@@ -1352,7 +1365,7 @@ class AimCLRHarness:
             },
             "moco": {"queue_size": s["queue"], "momentum": 0.9, "temperature": 0.07},
             "mining": {"start_epoch": 1, "topk": s["topk"]},
-            "aimclr": {"eadm_threshold": 0.7, "weight": 1.0},
+            **self.spec.section,
             "halp": {"top_k": 8, "num_prototypes": 4},  # unused, but checked against the queue
             "optim": {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4},
         }
@@ -1362,12 +1375,15 @@ class AimCLRHarness:
         model.train()
         return model
 
-    def inputs(self) -> list[tuple[Tensor, Tensor, Tensor]]:
+    def inputs(self) -> list[tuple[Tensor, ...]]:
         g = torch.Generator().manual_seed(5)
         shape = (STGCN_SIZES["batch"], 3, STGCN_SIZES["frames"], 25, 2)
         dtype = torch.get_default_dtype()
         return [
-            tuple(torch.randn(shape, generator=g, dtype=torch.float32).to(dtype) for _ in range(3))  # type: ignore[misc]
+            tuple(
+                torch.randn(shape, generator=g, dtype=torch.float32).to(dtype)
+                for _ in range(self.spec.views)
+            )
             for _ in range(self.steps)
         ]
 
@@ -1384,289 +1400,50 @@ class AimCLRHarness:
                     out[name] = "queue_ptr"
         return out
 
-    def run_package(
-        self, model: Any, inputs: list[tuple[Tensor, Tensor, Tensor]]
-    ) -> list[StepResult]:
+    # -- the method's hooks ------------------------------------------------------------
+
+    def package_context(self) -> contextlib.AbstractContextManager[Any]:
+        """What the package's steps run inside (a recorder of its draws)."""
+        return contextlib.nullcontext()
+
+    def package_views(self, clips: tuple[Tensor, ...]) -> tuple[Tensor, Tensor, dict[str, Any]]:
+        """A step's clips -> the package's query, key and extra views."""
+        raise NotImplementedError
+
+    def ref_forward(
+        self, ref: Any, step: int, clips: tuple[Tensor, ...], mining: bool
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """The released forward: ``out1``, its mask (mining) or target, ``out2``, ``out3``,
+        and the targets of ``out2`` and ``out3``."""
+        raise NotImplementedError
+
+    # -- the shared steps --------------------------------------------------------------
+
+    def run_package(self, model: Any, inputs: list[tuple[Tensor, ...]]) -> list[StepResult]:
         o = model.config.optim
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
         generator = torch.Generator().manual_seed(11)
         results = []
-        for step, (x_extreme, xq, xk) in enumerate(inputs):
-            epoch = 0 if step < MINING_FROM else 1
-            model.prepare_step(epoch, step, generator)
-            out = model(
-                {"joint": xq}, {"joint": xk}, epoch=epoch, generator=generator, step=step,
-                views={"extreme": {"joint": x_extreme}},
-            )  # fmt: skip
-            opt.zero_grad()
-            out.loss.backward()
-            grads = {
-                "grad/" + n: p.grad.detach().clone()
-                for n, p in model.named_parameters()
-                if p.requires_grad and p.grad is not None
-            }
-            opt.step()
-            t = out.terms
-            terms = {
-                "loss/loss_cl_joint": torch.as_tensor(t["loss_cl_joint"]),
-                "loss/d3m_extreme": torch.as_tensor(t["d3m_extreme_joint"]),
-                "loss/d3m_extreme_drop": torch.as_tensor(t["d3m_extreme_drop_joint"]),
-                "loss/total": out.loss.detach(),
-            }
-            results.append(
-                StepResult(terms, grads, {k: v.clone() for k, v in _package_state(model).items()})
-            )
-        return results
-
-    def run_reference(
-        self,
-        mods: dict[str, types.ModuleType],
-        model: Any,
-        inputs: list[tuple[Tensor, Tensor, Tensor]],
-    ) -> list[StepResult]:
-        s = STGCN_SIZES
-        with contextlib.redirect_stdout(io.StringIO()):
-            ref = mods["aimclr"].AimCLR(
-                base_encoder="net.st_gcn.Model", pretrain=True, feature_dim=s["dim"],
-                queue_size=s["queue"], momentum=0.9, Temperature=0.07, mlp=True, in_channels=3,
-                hidden_channels=s["width"], hidden_dim=s["feature"], num_class=60, dropout=0.0,
-                graph_args={"layout": "ntu-rgb+d", "strategy": "spatial"},
-                edge_importance_weighting=True,
-            )  # fmt: skip
-        names = self.name_map(model)
-        state = ref.state_dict()
-        covered = set()
-        for ours, theirs in names.items():
-            t = model.state_dict()[ours]
-            t = t.reshape(1) if theirs == "queue_ptr" else t.T if theirs == "queue" else t
-            state[theirs] = t.clone().to(state[theirs].dtype)
-            covered.add(theirs)
-        missing = [
-            k
-            for k in state
-            if k not in covered
-            and not k.endswith(".A")
-            and k != "encoder_q.A"
-            and k != "encoder_k.A"
-        ]
-        if missing:
-            raise AssertionError(
-                f"internal: released parameters not set from the package: {missing[:5]}"
-            )
-        ref.load_state_dict(state, strict=True)
-        ref.train()
-        back = {v: k for k, v in names.items()}
-        o = model.config.optim
-        opt = torch.optim.SGD(
-            ref.parameters(), o.lr, momentum=o.momentum, weight_decay=o.weight_decay
-        )
-        results = []
-        for step, (x_extreme, xq, xk) in enumerate(inputs):
-            mining = step >= MINING_FROM  # the released processor: epoch > mining_epoch
-            if mining:
-                out1, mask, out2, out3, target2 = ref(x_extreme, xq, xk, nnm=True, topk=s["topk"])
-                loss1 = (-(F.log_softmax(out1, dim=1) * mask).sum(1) / mask.sum(1)).mean()
-            else:
-                out1, target1, out2, out3, target2 = ref(x_extreme, xq, xk)
-                loss1 = F.cross_entropy(out1, target1)
-            ref.update_ptr(out1.size(0))
-            loss2 = -torch.mean(torch.sum(torch.log(out2) * target2, dim=1))
-            loss3 = -torch.mean(torch.sum(torch.log(out3) * target2, dim=1))
-            loss = loss1 + (loss2 + loss3) / 2.0
-            opt.zero_grad()
-            loss.backward()
-            grads = {
-                "grad/" + back[n]: p.grad.detach().clone()
-                for n, p in ref.named_parameters()
-                if p.grad is not None
-            }
-            opt.step()
-            terms = {
-                "loss/loss_cl_joint": loss1.detach(),
-                "loss/d3m_extreme": loss2.detach(),
-                "loss/d3m_extreme_drop": loss3.detach(),
-                "loss/total": loss.detach(),
-            }
-            st: dict[str, Tensor] = {}
-            for k, t in ref.state_dict().items():
-                if k.endswith("num_batches_tracked") or k.endswith(".A"):
-                    continue
-                ours = back[k]
-                if k == "queue":
-                    st["queue/joint"] = t.T.clone()
-                elif k == "queue_ptr":
-                    st["queue_ptr/joint"] = t.clone()
-                else:
-                    st[("buffer/" if "running_" in k else "param/") + ours] = t.clone()
-            results.append(StepResult(terms, grads, st))
-        return results
-
-    def run(self, with_deviations: bool = True) -> dict[str, Any]:
-        torch.manual_seed(0)
-        inputs = self.inputs()
-        model = self.package_model()
-        init = copy.deepcopy(model.state_dict())
-        ours = self.run_package(model, inputs)
-        fresh = self.package_model()
-        fresh.load_state_dict(init)
-        with released_modules(
-            self.ref, "net", ["aimclr", "st_gcn"], AIMCLR_PATCHES, AIMCLR_STUBS
-        ) as mods:
-            theirs = self.run_reference(mods, fresh, inputs)
-        cmp = Comparison(self.tol)
-        for step, (a, b) in enumerate(zip(ours, theirs, strict=True)):
-            compare_states(
-                cmp,
-                {**a.terms, **a.grads, **a.params},
-                {**b.terms, **b.grads, **b.params},
-                step,
-                _classify,
-            )
-        return {
-            "comparison": cmp,
-            "ref_repo": "Levigty/AimCLR",
-            "patches": [p.describe() for p in AIMCLR_PATCHES]
-            + [s.describe() for s in AIMCLR_STUBS]
-            + [
-                "runtime: ST-GCN dropout 0 on both sides (its draws cannot be shared)",
-                "runtime: the step of processor/pretrain_aimclr.py (loss1 + (loss2 + loss3) / 2, "
-                "update_ptr after forward) re-expressed in the script: the processors need the "
-                "repository's torchlight and data to import",
-            ],
-            "deviations": [],
-            "terms_step0": {
-                k.split("/", 1)[1]: float(v)
-                for k, v in ours[0].terms.items()
-                if k.startswith("loss/")
-            },
-        }
-
-
-# --------------------------------------------------------------------------------------
-# HiCLR (JHang2020/HiCLR): basic, normal and masked branches, hierarchical loss, mining
-# --------------------------------------------------------------------------------------
-
-HICLR_PATCHES = [
-    Patch(
-        "net/hiclr.py",
-        "labels = torch.zeros(logits.shape[0], dtype=torch.long).cuda()",
-        "labels = torch.zeros(logits.shape[0], dtype=torch.long).to(logits.device)",
-        "the InfoNCE labels made on the logits' device instead of CUDA",
-        count=1,
-    ),
-    Patch(
-        "net/hiclr.py",
-        "torch.ones(topk_onehot.size(0), 1).cuda()",
-        "torch.ones(topk_onehot.size(0), 1).to(topk_onehot)",
-        "the key's column of the mined positive mask made on the queue's device",
-    ),
-    Patch(
-        "net/hiclr.py",
-        "gpu_index = keys.device.index",
-        "gpu_index = keys.device.index or 0",
-        "a CPU tensor has no device index: one process writes at the pointer",
-    ),
-]
-HICLR_STUBS = [
-    Stub("torchlight", {}, "the repository's torchlight package needs installing"),
-    Stub(
-        "torchlight.torchlight",
-        {"import_class": _import_class},
-        "only its import_class (a dotted-name import) is used",
-    ),
-]
-
-
-class HiCLRHarness(AimCLRHarness):
-    """The released ``HiCLR.forward_pretrain_wmask`` and its processor's loss against ``hiclr``.
-
-    The branches are the released ones: basic (MoCo's query), normal, and the normal view
-    with the learnable joint mask; the mask pattern is the package's draw
-    (``joint_mask_pattern``), handed to the released model as its ``mask`` argument.
-    """
-
-    def package_model(self) -> Any:
-        s = STGCN_SIZES
-        data = {
-            "method": "hiclr",
-            "seed": 3,
-            "encoder": {
-                "arch": "stgcn",
-                "width": s["width"],
-                "feature_dim": s["feature"],
-                "proj_hidden": s["feature"],
-                "out_dim": s["dim"],
-                "dropout": 0.0,
-            },
-            "moco": {"queue_size": s["queue"], "momentum": 0.9, "temperature": 0.07},
-            "mining": {"start_epoch": 1, "topk": s["topk"]},
-            "hiclr": {"mask_ratio": HICLR_MASK_RATIO},
-            "halp": {"top_k": 8, "num_prototypes": 4},  # unused, but checked against the queue
-            "optim": {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-4},
-        }
-        model = self.pkg.PretrainModel(self.pkg.from_dict(self.pkg.PretrainConfig, data))
-        model.to(torch.get_default_dtype())
-        model.train()
-        return model
-
-    def inputs(self) -> list[tuple[Tensor, ...]]:  # type: ignore[override]
-        g = torch.Generator().manual_seed(5)
-        shape = (STGCN_SIZES["batch"], 3, STGCN_SIZES["frames"], 25, 2)
-        dtype = torch.get_default_dtype()
-        return [
-            tuple(torch.randn(shape, generator=g, dtype=torch.float32).to(dtype) for _ in range(4))
-            for _ in range(self.steps)
-        ]
-
-    def name_map(self, model: nn.Module) -> dict[str, str]:
-        out = super().name_map(model)
-        for ours, theirs in list(out.items()):
-            head, sep, rest = theirs.partition(".edge_importance.")
-            if sep:
-                out[ours] = f"{head}.edge_importance{int(rest) + 1}"
-        out["masks.joint.token"] = "mask_param"
-        return out
-
-    def run_package(self, model: Any, inputs: list[Any]) -> list[StepResult]:  # type: ignore[override]
-        batch_augment = self.pkg.batch_augment
-        o = model.config.optim
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-        generator = torch.Generator().manual_seed(11)
-        self.patterns: list[Tensor] = []
-
-        def wrap(orig: Callable[..., Tensor]) -> Callable[..., Tensor]:
-            def pattern(*args: Any, **kwargs: Any) -> Tensor:
-                out = orig(*args, **kwargs)
-                self.patterns.append(out.detach().clone())
-                return out
-
-            return pattern
-
-        results = []
-        with _wrapped(batch_augment, "joint_mask_pattern", wrap):
-            for step, (xq, xk, x_normal, x_strong) in enumerate(inputs):
+        with self.package_context():
+            for step, clips in enumerate(inputs):
                 epoch = 0 if step < MINING_FROM else 1
                 model.prepare_step(epoch, step, generator)
-                views = {"normal": {"joint": x_normal}, "strong": {"joint": x_strong}}
+                xq, xk, views = self.package_views(clips)
                 out = model(
                     {"joint": xq}, {"joint": xk}, epoch=epoch, generator=generator, step=step,
                     views=views,
                 )  # fmt: skip
                 opt.zero_grad()
                 out.loss.backward()
-                grads = {
-                    "grad/" + n: p.grad.detach().clone()
-                    for n, p in model.named_parameters()
-                    if p.requires_grad and p.grad is not None
-                }
+                grads = _grads(model.named_parameters(), str)
                 opt.step()
                 t = out.terms
+                second, third = self.spec.extra_terms
                 terms = {
                     "loss/loss_cl_joint": torch.as_tensor(t["loss_cl_joint"]),
-                    "loss/hier_normal": torch.as_tensor(t["hier_normal_joint"]),
-                    "loss/hier_strong": torch.as_tensor(t["hier_strong_joint"]),
+                    f"loss/{second}": torch.as_tensor(t[f"{second}_joint"]),
+                    f"loss/{third}": torch.as_tensor(t[f"{third}_joint"]),
                     "loss/total": out.loss.detach(),
                 }
                 state = {k: v.clone() for k, v in _package_state(model).items()}
@@ -1674,15 +1451,15 @@ class HiCLRHarness(AimCLRHarness):
         return results
 
     def run_reference(
-        self, mods: dict[str, types.ModuleType], model: Any, inputs: list[Any]
-    ) -> list[StepResult]:  # type: ignore[override]
+        self, mods: dict[str, types.ModuleType], model: Any, inputs: list[tuple[Tensor, ...]]
+    ) -> list[StepResult]:
         s = STGCN_SIZES
         with contextlib.redirect_stdout(io.StringIO()):
-            ref = mods["hiclr"].HiCLR(
+            ref = getattr(mods[self.spec.module], self.spec.ref_class)(
                 base_encoder="net.st_gcn.Model", pretrain=True, feature_dim=s["dim"],
                 queue_size=s["queue"], momentum=0.9, Temperature=0.07, mlp=True, in_channels=3,
                 hidden_channels=s["width"], hidden_dim=s["feature"], num_class=60, dropout=0.0,
-                dropout_graph=0.1, add_graph=0.05,
+                **self.spec.ref_kwargs,
                 graph_args={"layout": "ntu-rgb+d", "strategy": "spatial"},
                 edge_importance_weighting=True,
             )  # fmt: skip
@@ -1708,35 +1485,26 @@ class HiCLRHarness(AimCLRHarness):
             ref.parameters(), o.lr, momentum=o.momentum, weight_decay=o.weight_decay
         )
         results = []
-        for step, (xq, xk, x_normal, x_strong) in enumerate(inputs):
-            n, c, t_, v, m_ = xq.shape
-            keep = (~self.patterns[step]).to(xq.dtype)  # (T, V), 0 where masked
-            mask = keep.reshape(1, t_, 1, v, 1).repeat(n, 1, m_, 1, c)
-            kw = dict(im_q_1=x_normal, im_q_2=x_strong.clone(), im_q=xq, im_k=xk, mask=mask)
-            if step >= MINING_FROM:
-                out1, pos, out2, out3, target2, target3 = ref.forward_pretrain_wmask(
-                    nnm=True, topk=s["topk"], **kw
-                )
-                loss1 = (-(F.log_softmax(out1, dim=1) * pos).sum(1) / pos.sum(1)).mean()
+        for step, clips in enumerate(inputs):
+            mining = step >= MINING_FROM  # the released processor: epoch > mining_epoch
+            out1, first, out2, out3, target2, target3 = self.ref_forward(ref, step, clips, mining)
+            if mining:
+                loss1 = (-(F.log_softmax(out1, dim=1) * first).sum(1) / first.sum(1)).mean()
             else:
-                out1, target1, out2, out3, target2, target3 = ref.forward_pretrain_wmask(**kw)
-                loss1 = F.cross_entropy(out1, target1)
+                loss1 = F.cross_entropy(out1, first)
             ref.update_ptr(out1.size(0))
             loss2 = -torch.mean(torch.sum(torch.log(out2) * target2, dim=1))
             loss3 = -torch.mean(torch.sum(torch.log(out3) * target3, dim=1))
             loss = loss1 + (loss2 + loss3) / 2.0
             opt.zero_grad()
             loss.backward()
-            grads = {
-                "grad/" + back[k]: p.grad.detach().clone()
-                for k, p in ref.named_parameters()
-                if p.grad is not None
-            }
+            grads = _grads(ref.named_parameters(), back.__getitem__)
             opt.step()
+            second, third = self.spec.extra_terms
             terms = {
                 "loss/loss_cl_joint": loss1.detach(),
-                "loss/hier_normal": loss2.detach(),
-                "loss/hier_strong": loss3.detach(),
+                f"loss/{second}": loss2.detach(),
+                f"loss/{third}": loss3.detach(),
                 "loss/total": loss.detach(),
             }
             st: dict[str, Tensor] = {}
@@ -1760,38 +1528,137 @@ class HiCLRHarness(AimCLRHarness):
         ours = self.run_package(model, inputs)
         fresh = self.package_model()
         fresh.load_state_dict(init)
-        with released_modules(
-            self.ref, "net", ["hiclr", "st_gcn"], HICLR_PATCHES, HICLR_STUBS
-        ) as mods:
+        modules = [self.spec.module, "st_gcn"]
+        with released_modules(self.ref, "net", modules, self.spec.patches, self.spec.stubs) as mods:
             theirs = self.run_reference(mods, fresh, inputs)
-        cmp = Comparison(self.tol)
-        for step, (a, b) in enumerate(zip(ours, theirs, strict=True)):
-            compare_states(
-                cmp,
-                {**a.terms, **a.grads, **a.params},
-                {**b.terms, **b.grads, **b.params},
-                step,
-                _classify,
-            )
+        cmp = _compare_steps(self.tol, ours, theirs)
         return {
             "comparison": cmp,
-            "ref_repo": "JHang2020/HiCLR",
-            "patches": [p.describe() for p in HICLR_PATCHES]
-            + [s.describe() for s in HICLR_STUBS]
-            + [
-                "runtime: ST-GCN dropout 0 on both sides (its draws cannot be shared)",
-                "runtime: the joint-mask pattern is the package's draw, passed as the released "
-                "forward_pretrain_wmask's mask (processor/utils.py Jointmask layout)",
-                "runtime: the step of processor/pretrain_hiclr.py (loss1 + (loss2 + loss3) / 2, "
-                "update_ptr after forward) re-expressed in the script",
-            ],
+            "ref_repo": self.spec.repo,
+            "patches": [p.describe() for p in self.spec.patches]
+            + [s.describe() for s in self.spec.stubs]
+            + self.spec.notes,
             "deviations": [],
-            "terms_step0": {
-                k.split("/", 1)[1]: float(v)
-                for k, v in ours[0].terms.items()
-                if k.startswith("loss/")
-            },
+            "terms_step0": _step0_terms(ours),
         }
+
+
+class AimCLRHarness(_STGCNHarness):
+    """The released ``AimCLR`` model and its processor's loss against the package's ``aimclr``.
+
+    A step's clips are the extreme view (EADM and D3M), the query and the key.
+    """
+
+    spec = STGCNSpec(
+        repo="Levigty/AimCLR",
+        module="aimclr",
+        ref_class="AimCLR",
+        ref_kwargs={},
+        patches=AIMCLR_PATCHES,
+        stubs=AIMCLR_STUBS,
+        notes=[
+            STGCN_DROPOUT_NOTE,
+            "runtime: the step of processor/pretrain_aimclr.py (loss1 + (loss2 + loss3) / 2, "
+            "update_ptr after forward) re-expressed in the script: the processors need the "
+            "repository's torchlight and data to import",
+        ],
+        section={"aimclr": {"eadm_threshold": 0.7, "weight": 1.0}},
+        extra_terms=("d3m_extreme", "d3m_extreme_drop"),
+        views=3,
+    )
+
+    def package_views(self, clips: tuple[Tensor, ...]) -> tuple[Tensor, Tensor, dict[str, Any]]:
+        x_extreme, xq, xk = clips
+        return xq, xk, {"extreme": {"joint": x_extreme}}
+
+    def ref_forward(
+        self, ref: Any, step: int, clips: tuple[Tensor, ...], mining: bool
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        if mining:
+            out1, mask, out2, out3, target2 = ref(*clips, nnm=True, topk=STGCN_SIZES["topk"])
+            return out1, mask, out2, out3, target2, target2
+        out1, target1, out2, out3, target2 = ref(*clips)
+        return out1, target1, out2, out3, target2, target2
+
+
+# --------------------------------------------------------------------------------------
+# HiCLR (JHang2020/HiCLR): basic, normal and masked branches, hierarchical loss, mining
+# --------------------------------------------------------------------------------------
+
+HICLR_PATCHES = _mining_patches("net/hiclr.py")
+HICLR_STUBS = [
+    Stub("torchlight", {}, "the repository's torchlight package needs installing"),
+    Stub(
+        "torchlight.torchlight",
+        {"import_class": _import_class},
+        "only its import_class (a dotted-name import) is used",
+    ),
+]
+
+
+class HiCLRHarness(_STGCNHarness):
+    """The released ``HiCLR.forward_pretrain_wmask`` and its processor's loss against ``hiclr``.
+
+    The branches are the released ones: basic (MoCo's query), normal, and the normal view
+    with the learnable joint mask; the mask pattern is the package's draw
+    (``joint_mask_pattern``), handed to the released model as its ``mask`` argument.
+    """
+
+    spec = STGCNSpec(
+        repo="JHang2020/HiCLR",
+        module="hiclr",
+        ref_class="HiCLR",
+        ref_kwargs={"dropout_graph": 0.1, "add_graph": 0.05},
+        patches=HICLR_PATCHES,
+        stubs=HICLR_STUBS,
+        notes=[
+            STGCN_DROPOUT_NOTE,
+            "runtime: the joint-mask pattern is the package's draw, passed as the released "
+            "forward_pretrain_wmask's mask (processor/utils.py Jointmask layout)",
+            "runtime: the step of processor/pretrain_hiclr.py (loss1 + (loss2 + loss3) / 2, "
+            "update_ptr after forward) re-expressed in the script",
+        ],
+        section={"hiclr": {"mask_ratio": HICLR_MASK_RATIO}},
+        extra_terms=("hier_normal", "hier_strong"),
+        views=4,
+    )
+
+    def name_map(self, model: nn.Module) -> dict[str, str]:
+        out = super().name_map(model)
+        for ours, theirs in list(out.items()):
+            head, sep, rest = theirs.partition(".edge_importance.")
+            if sep:
+                out[ours] = f"{head}.edge_importance{int(rest) + 1}"
+        out["masks.joint.token"] = "mask_param"
+        return out
+
+    @contextlib.contextmanager
+    def package_context(self) -> Iterator[None]:
+        """Records the package's joint-mask patterns, one a step."""
+        self.patterns: list[Tensor] = []
+        with _wrapped(self.pkg.batch_augment, "joint_mask_pattern", _recording(self.patterns)):
+            yield
+
+    def package_views(self, clips: tuple[Tensor, ...]) -> tuple[Tensor, Tensor, dict[str, Any]]:
+        xq, xk, x_normal, x_strong = clips
+        return xq, xk, {"normal": {"joint": x_normal}, "strong": {"joint": x_strong}}
+
+    def ref_forward(
+        self, ref: Any, step: int, clips: tuple[Tensor, ...], mining: bool
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        xq, xk, x_normal, x_strong = clips
+        n, c, t_, v, m_ = xq.shape
+        keep = (~self.patterns[step]).to(xq.dtype)  # (T, V), 0 where masked
+        mask = keep.reshape(1, t_, 1, v, 1).repeat(n, 1, m_, 1, c)
+        kw = dict(im_q_1=x_normal, im_q_2=x_strong.clone(), im_q=xq, im_k=xk, mask=mask)
+        if mining:
+            out: tuple[Tensor, ...] = ref.forward_pretrain_wmask(
+                nnm=True, topk=STGCN_SIZES["topk"], **kw
+            )
+        else:
+            out = ref.forward_pretrain_wmask(**kw)
+        out1, first, out2, out3, target2, target3 = out
+        return out1, first, out2, out3, target2, target3
 
 
 def _rounded(d: dict[str, float]) -> dict[str, float]:
