@@ -178,7 +178,8 @@ def launcher():
 def evaluate_args(protocol, extra=None, variant=None, dataset=None):
     """The `halp evaluate` verb and its arguments for a target's protocol (and variant)."""
     cfg = config["evaluate"]
-    if dataset == "nwucla":  # NW-UCLA's keys after the shared ones (docs/data/nwucla.md)
+    # NW-UCLA's keys after the shared ones (docs/data/nwucla.md)
+    if dataset == "nwucla":
         extra = {**config["nwucla"]["evaluate"], **(extra or {})}
     verb, keys = protocol, {}
     # a variant's own evaluation config is its linear protocol (e.g. AimCLR's)
