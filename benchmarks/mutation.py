@@ -152,11 +152,6 @@ TARGETS: dict[str, Target] = {
         "halp.encoders.eadm",
         ("tests/test_stgcn.py",),
     ),
-    "smo": Target(
-        "src/halp/eval/smo.py",
-        "halp.eval.smo",
-        ("tests/test_smo.py",),
-    ),
 }
 MUTANT_TESTS = "tests/test_mutants.py"
 PRELOAD = ("torch", "numpy", "pytest", "sklearn.neighbors", "halp.train", "halp.evaluate")
@@ -658,25 +653,6 @@ EQUIVALENT: list[tuple[str, str, str, str]] = [
         "for (_, student), part in zip(self.pairs, parts, strict=True",
         "True -> False",
         "parts is built from self.pairs, one per pair: the same length by construction",
-    ),
-    (
-        "smo",
-        "two_y_i = 2.0 * yf[i]",
-        "2.0 * yf[i] -> 2.0 / yf[i]",
-        "yf holds +1.0 or -1.0, and 2 / y equals 2 y exactly for those",
-    ),
-    (
-        "smo",
-        "if yf[t] > 0:",
-        "yf[t] > 0 -> yf[t] >= 0",
-        "yf holds +1.0 or -1.0, never 0",
-    ),
-    (
-        "smo",
-        "if gmax + gmax2 < eps or gmin_idx == -1:",
-        "1 -> 2",
-        "with eps > 0 (fit refuses others) no candidate j means gmax + gmax2 < eps: the "
-        "I_low maximum's own grad_diff is gmax + gmax2, a candidate whenever that is >= eps",
     ),
 ]
 
@@ -1242,12 +1218,6 @@ def snapshot_sources() -> Path:
 def _preload(root: Path) -> None:
     for name in THREAD_VARS:
         os.environ[name] = "1"
-    # before numba is imported (below): halp.eval.smo's compiled functions run as plain
-    # Python, the same operations in the same order (tests/test_smo.py passes that way
-    # too). A mutant then costs no compile (several seconds), and numba's on-disk cache,
-    # keyed by the source file's time stamp that a mutant shares with the original,
-    # cannot serve the unmutated code
-    os.environ["NUMBA_DISABLE_JIT"] = "1"
     os.environ.setdefault("WANDB_MODE", "disabled")
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [str(root / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]

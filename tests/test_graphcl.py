@@ -16,7 +16,6 @@ from halp.config import GraphCLConfig, load_config
 from halp.data import tu
 from halp.encoders.gin import GinEncoder, GraphCLNet
 from halp.errors import TablesError
-from halp.eval.svm import plain_protocol, svm_protocol
 from halp.objectives.graphcl import AnchorFifo, nt_xent
 from halp.report.graphs import paired_gain, summarise
 from halp.report.tables import build_tables
@@ -158,31 +157,6 @@ def test_training_lowers_the_loss_and_the_synthetic_classes_are_separable(
     assert history.loss_graphcl[-1] < history.loss_graphcl[0]
     accuracy = graphcl.evaluate(graphcl.embed(net, data, cfg), data, cfg).accuracy
     assert accuracy >= 75.0
-
-
-# ------------------------------------------------------------------ SVM protocol
-
-
-@pytest.mark.parametrize(("seed", "classes"), [(0, 3), (1, 3), (2, 2), (3, 2)])
-def test_fast_svm_protocol_equals_plain_grid_search(seed: int, classes: int) -> None:
-    """Two classes: halp.eval.smo; three: SVC(kernel="precomputed") on the exact kernels."""
-    rng = np.random.default_rng(seed)
-    y = np.repeat(np.arange(classes), 40)
-    x = rng.normal(size=(len(y), 6)) + y[:, None] * 0.6 * rng.normal(size=6)
-    fast = svm_protocol(x, y, seed, folds=5, inner_folds=3, workers=2 if seed % 2 else 1)
-    plain = plain_protocol(x, y, seed, folds=5, inner_folds=3)
-    assert fast.fold_accuracies == plain.fold_accuracies
-    assert fast.chosen_c == plain.chosen_c
-    assert len(set(fast.chosen_c)) >= 1 and 0 < fast.accuracy < 100
-
-
-def test_svm_folds_depend_on_the_seed() -> None:
-    rng = np.random.default_rng(0)
-    y = np.repeat([0, 1], 30)
-    x = rng.normal(size=(60, 4)) + y[:, None]
-    a = svm_protocol(x, y, 0, folds=5, inner_folds=3)
-    b = svm_protocol(x, y, 1, folds=5, inner_folds=3)
-    assert a.fold_accuracies != b.fold_accuracies
 
 
 # ------------------------------------------------------------------ results and table

@@ -38,7 +38,7 @@ from halp.data.graph_augment import Graph, make_views, released_self_loops
 from halp.data.tu import GraphData, load_graphs
 from halp.encoders.gin import GraphCLNet
 from halp.errors import TrainingDiverged
-from halp.eval.svm import SvmResult, svm_protocol
+from halp.eval.svm import SvmResult, check_inputs, svm_protocol
 from halp.io import atomic_write_json
 from halp.methods.presets import GRAPH_PRESETS, Preset, check_config, term_weight
 from halp.objectives import Embeddings, Objective, StepContext, build_objective
@@ -260,6 +260,8 @@ def run(
     if config.threads:
         torch.set_num_threads(config.threads)
     data = load_graphs(config.root, config.dataset)
+    s = config.svm  # refuse labels or folds the protocol cannot run on before pretraining
+    check_inputs(data.y.numpy(), config.seed, s.folds, s.inner_folds)
     start, cpu = time.perf_counter(), time.process_time()
     net, history = pretrain(config, data, log)
     pretrain_s, pretrain_cpu = time.perf_counter() - start, time.process_time() - cpu
@@ -275,6 +277,7 @@ def run(
         "accuracy": result.accuracy,
         "fold_accuracies": result.fold_accuracies,
         "chosen_c": result.chosen_c,
+        "inner_scores": result.inner_scores,  # mean inner-CV accuracy per C, per fold
         "history": history.__dict__,
         # wall and CPU seconds of this process (SVM worker processes not counted in CPU)
         "seconds": {"pretrain": pretrain_s, "svm": svm_s},

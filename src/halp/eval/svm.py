@@ -3,21 +3,15 @@
 Protocol of GraphCL's TU experiments (and InfoGraph's before it): an outer stratified
 10-fold split (shuffled; seeded here, unseeded in the released code); inside each outer
 training part, ``GridSearchCV(SVC(), {"C": grid}, cv=5, scoring="accuracy")`` picks C;
-an SVC with that C refitted on the whole outer training part is scored on the held-out
-fold; the result is the mean of the 10 fold accuracies.
+an SVC with that C refitted on the whole outer training part (GridSearchCV's ``refit``)
+is scored on the held-out fold; the result is the mean of the 10 fold accuracies.
 
-:func:`svm_protocol` computes exactly that, bit for bit, faster:
-
-- the gamma-free part of libsvm's RBF kernel is computed once for every pair of graphs
-  (:class:`halp.eval.smo.PairTerms`); each split's kernel is then one ``exp`` per entry,
-  with scikit-learn's ``gamma="scale"`` of that split's training rows;
-- two-class problems are solved by :mod:`halp.eval.smo`, libsvm's solver recomputed with
-  the same floating-point operations, one kernel and one ``Q`` shared by the whole C grid
-  (others by scikit-learn's ``SVC(kernel="precomputed")`` on the same exact kernels);
-- the outer folds run in parallel processes.
-
-:func:`plain_protocol` is the straightforward scikit-learn version, kept as the
-reference it is tested and benchmarked against.
+:func:`svm_protocol` runs exactly that with scikit-learn (libsvm computes every kernel
+and solves every problem); only the outer folds are spread over processes, each fold's
+search running as it would in one process, so the numbers do not depend on ``workers``.
+Inputs the protocol cannot split or fit (one class, a class smaller than the fold count,
+NaN embeddings, a seed scikit-learn refuses) are refused up front by :func:`check_inputs`
+with a :class:`halp.errors.EvaluationError` naming the config key.
 """
 
 from __future__ import annotations
@@ -25,16 +19,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.svm import SVC
 
-from halp.eval import smo
+from halp.config import SvmConfig
+from halp.errors import EvaluationError
 
-C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3)
-"""The released protocol's C values."""
+C_GRID = tuple(SvmConfig().c_grid)
+"""The released protocol's C values (their one home: ``halp.config.SvmConfig.c_grid``)."""
+
+SEED_LIMIT = 2**32
+"""Seeds must lie in [0, 2**32): numpy's ``RandomState``, behind scikit-learn's splits."""
 
 
 @dataclass(frozen=True)
@@ -44,10 +41,13 @@ class SvmResult:
     Attributes:
         fold_accuracies: Accuracy (percent) on each outer fold.
         chosen_c: The C chosen by the inner search of each outer fold.
+        inner_scores: Per outer fold, the mean inner-CV accuracy (fraction) of each C of
+            the grid, in grid order: GridSearchCV's ``mean_test_score`` (shows near-ties).
     """
 
     fold_accuracies: list[float]
     chosen_c: list[float]
+    inner_scores: list[list[float]]
 
     @property
     def accuracy(self) -> float:
@@ -61,60 +61,61 @@ def outer_folds(y: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, 
     return [(tr, te) for tr, te in splitter.split(np.zeros(len(y)), y)]
 
 
-class _Classifier(Protocol):
-    def predict(self, kernel: np.ndarray) -> np.ndarray: ...
+def check_inputs(y: np.ndarray, seed: int, folds: int = 10, inner_folds: int = 5) -> None:
+    """Refuse labels, fold counts or a seed the protocol cannot run on, before any work.
 
+    Every class needs at least ``folds`` members (so each outer test fold holds it) and,
+    in every outer training part, at least ``inner_folds`` members (so each inner split
+    trains on every class); the smallest outer training part holds
+    ``n - ceil(n / folds)`` members of a class of ``n``.
 
-@dataclass(frozen=True)
-class _Shared:
-    """What every outer fold of one protocol run reads: embeddings, labels, pair terms."""
-
-    x: np.ndarray
-    y: np.ndarray
-    terms: smo.PairTerms
-
-
-_SHARED: list[_Shared] = []
-"""This process's :class:`_Shared` (set by :func:`_setup`, in each worker process)."""
-
-
-def _setup(x: np.ndarray, y: np.ndarray) -> None:
-    _SHARED[:] = [_Shared(x, y, smo.PairTerms.of(x))]
-
-
-def _models(
-    data: _Shared, rows: np.ndarray, gamma: float, c_grid: Sequence[float]
-) -> list[_Classifier]:
-    """One model per C fitted on training rows ``rows``: libsvm's, from one shared kernel."""
-    if len(np.unique(data.y[rows])) == 2:
-        problem = data.terms.binary_problem(rows, data.y[rows], gamma)
-        return [smo.fit(problem, c) for c in c_grid]
-    kernel = data.terms.train_kernel(rows, gamma)
-    return [SVC(C=c, kernel="precomputed").fit(kernel, data.y[rows]) for c in c_grid]
-
-
-def _scores(
-    data: _Shared, train: np.ndarray, held: np.ndarray, c_grid: Sequence[float]
-) -> list[float]:
-    """Accuracy on ``held`` of each C's model fitted on ``train`` (one kernel for all)."""
-    gamma = smo.scale_gamma(data.x[train])
-    kernel = data.terms.predict_kernel(held, train, gamma)
-    truth = data.y[held]
-    return [float(np.mean(m.predict(kernel) == truth)) for m in _models(data, train, gamma, c_grid)]
+    Raises:
+        EvaluationError: Naming the config key at fault and what it needs.
+    """
+    if not 0 <= seed < SEED_LIMIT:
+        raise EvaluationError(
+            f"seed {seed} cannot seed the SVM protocol's folds: it must be in [0, 2**32)"
+        )
+    if folds < 2 or inner_folds < 2:
+        raise EvaluationError(
+            f"svm.folds = {folds} and svm.inner_folds = {inner_folds}: both must be at least 2"
+        )
+    classes, counts = np.unique(np.asarray(y), return_counts=True)
+    if len(classes) < 2:
+        raise EvaluationError(
+            f"the SVM protocol needs at least 2 classes; the labels hold only "
+            f"{classes.tolist()} ({len(y)} graphs): check the dataset's graph labels"
+        )
+    small = int(np.argmin(counts))
+    least, label = int(counts[small]), classes[small].item()
+    if least < folds:
+        raise EvaluationError(
+            f"svm.folds = {folds} exceeds the smallest class (label {label!r}, {least} "
+            f"graphs): every outer fold must hold every class; set svm.folds to at most {least}"
+        )
+    in_training = least - -(-least // folds)  # n - ceil(n / folds)
+    if in_training < inner_folds:
+        raise EvaluationError(
+            f"svm.inner_folds = {inner_folds} exceeds the {in_training} graphs of the smallest "
+            f"class (label {label!r}) left in an outer training part: every inner split must "
+            f"train on every class; lower svm.inner_folds or svm.folds"
+        )
 
 
 def _one_fold(
-    train: np.ndarray, test: np.ndarray, c_grid: Sequence[float], inner_folds: int
-) -> tuple[float, float]:
-    """(accuracy %, chosen C) of one outer fold, as GridSearchCV + refit would give."""
-    (data,) = _SHARED
-    inner = StratifiedKFold(n_splits=inner_folds)  # GridSearchCV's cv=int for a classifier
-    scores = np.zeros((inner_folds, len(c_grid)))
-    for f, (a, b) in enumerate(inner.split(np.zeros(len(train)), data.y[train])):
-        scores[f] = _scores(data, train[a], train[b], c_grid)
-    best = int(np.argmax(scores.mean(axis=0)))  # first of the ties, as GridSearchCV's rank
-    (accuracy,) = _scores(data, train, test, [c_grid[best]])
-    return 100.0 * accuracy, float(c_grid[best])
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    c_grid: Sequence[float],
+    inner_folds: int,
+) -> tuple[float, float, list[float]]:
+    """(accuracy %, chosen C, mean inner score per C) of one outer fold, by GridSearchCV."""
+    search = GridSearchCV(SVC(), {"C": list(c_grid)}, cv=inner_folds, scoring="accuracy")
+    search.fit(x_train, y_train)
+    accuracy = 100.0 * float(np.mean(search.predict(x_test) == y_test))
+    inner = [float(s) for s in search.cv_results_["mean_test_score"]]
+    return accuracy, float(search.best_params_["C"]), inner
 
 
 def svm_protocol(
@@ -128,49 +129,41 @@ def svm_protocol(
 ) -> SvmResult:
     """The protocol on embeddings ``x`` (G, D) and labels ``y`` (G,), folds seeded by ``seed``.
 
-    Each process (this one, or each of ``workers``) holds the pair terms of all G
-    embeddings, two float64 (G, G) arrays: 270 MB for NCI1's 4,110 graphs.
+    Args:
+        x: One embedding per graph.
+        y: One label per graph.
+        seed: Seeds the outer split (the released code leaves it unseeded).
+        folds: Outer stratified folds (``svm.folds``).
+        inner_folds: GridSearchCV's ``cv`` (``svm.inner_folds``).
+        c_grid: The C values searched (``svm.c_grid``).
+        workers: Processes over the outer folds (``svm.workers``; 1: this process).
+
+    Raises:
+        EvaluationError: NaN or infinite embeddings, or inputs refused by
+            :func:`check_inputs`.
     """
-    x = np.ascontiguousarray(x, dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y)
+    if x.ndim != 2 or len(x) != len(y):
+        raise EvaluationError(
+            f"the SVM protocol needs one embedding row per label: got embeddings of shape "
+            f"{x.shape} for {len(y)} labels"
+        )
     bad = ~np.isfinite(x).all(axis=1)
-    if bad.any():  # scikit-learn refuses these too; the kernels would carry NaN silently
-        raise ValueError(
+    if bad.any():  # scikit-learn refuses these too, with a traceback
+        raise EvaluationError(
             f"{int(bad.sum())} of {len(x)} embeddings hold NaN or inf (first: row "
             f"{int(np.flatnonzero(bad)[0])}); the encoder diverged: check its training log"
         )
+    check_inputs(y, seed, folds, inner_folds)
     splits = outer_folds(y, folds, seed)
-    trains, tests = [tr for tr, _ in splits], [te for _, te in splits]
-    grids, inners = [tuple(c_grid)] * len(splits), [inner_folds] * len(splits)
+    jobs = [
+        (x[tr], y[tr], x[te], y[te], tuple(c_grid), inner_folds)
+        for tr, te in splits  # each process gets its fold's rows only
+    ]
     if workers > 1:
-        with ProcessPoolExecutor(
-            max_workers=min(workers, folds), initializer=_setup, initargs=(x, y)
-        ) as pool:
-            results = list(pool.map(_one_fold, trains, tests, grids, inners))
+        with ProcessPoolExecutor(max_workers=min(workers, folds)) as pool:
+            results = list(pool.map(_one_fold, *zip(*jobs, strict=True)))
     else:
-        _setup(x, y)
-        try:
-            results = [_one_fold(*a) for a in zip(trains, tests, grids, inners, strict=True)]
-        finally:
-            _SHARED.clear()
-    return SvmResult([r[0] for r in results], [r[1] for r in results])
-
-
-def plain_protocol(
-    x: np.ndarray,
-    y: np.ndarray,
-    seed: int,
-    folds: int = 10,
-    inner_folds: int = 5,
-    c_grid: Sequence[float] = C_GRID,
-) -> SvmResult:
-    """The reference: ``GridSearchCV(SVC(), {"C": c_grid}, cv=inner_folds)`` per outer fold."""
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y)
-    accuracies, chosen = [], []
-    for train, test in outer_folds(y, folds, seed):
-        search = GridSearchCV(SVC(), {"C": list(c_grid)}, cv=inner_folds, scoring="accuracy")
-        search.fit(x[train], y[train])
-        accuracies.append(100.0 * float(np.mean(search.predict(x[test]) == y[test])))
-        chosen.append(float(search.best_params_["C"]))
-    return SvmResult(accuracies, chosen)
+        results = [_one_fold(*job) for job in jobs]
+    return SvmResult([r[0] for r in results], [r[1] for r in results], [r[2] for r in results])
