@@ -137,6 +137,21 @@ def test_evaluation_uses_the_checkpoints_clip_length(
     assert "32-frame clips, but the encoder was pretrained on 16-frame clips" in caplog.text
 
 
+def test_a_result_records_the_terms_its_checkpoint_never_trained(
+    checkpoint: Path, data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The fixture is HaLP trained for 1 epoch with mu from epoch 1: its kNN result is the
+    baseline's, and says so; with mu from epoch 0 nothing is recorded."""
+    with caplog.at_level(logging.WARNING, logger="halp.evaluate"):
+        result = evaluate(eval_config(checkpoint, data / "xsub"), tmp_path / "a.json")
+    assert result["method"] == "halp" and result["inactive_terms"] == ["halp"]
+    assert "the halp term(s) of halp never switched on in its 1 epoch(s)" in caplog.text
+    run = tmp_path / "on"
+    pretrain(smoke(data / "xsub", "halp.mu_start_epoch=0"), run)
+    on = evaluate(eval_config(run / CHECKPOINT, data / "xsub"), tmp_path / "b.json")
+    assert on["inactive_terms"] == []
+
+
 def test_an_empty_split_is_refused(checkpoint: Path, tmp_path: Path, data: Path) -> None:
     root = tmp_path / "empty" / "xsub"
     for part, count in (("train", 3), ("test", 0)):

@@ -27,7 +27,7 @@ from halp.eval.classifier import Classifier, fit_classifier, label_subset
 from halp.eval.ensemble import save_scores
 from halp.eval.knn import knn_top1
 from halp.io import atomic_write_json, sha256_of
-from halp.methods import FINETUNE_LR, PRESETS, linear_lr, preset_of
+from halp.methods import FINETUNE_LR, PRESETS, inactive_terms, linear_lr, preset_of
 from halp.methods.checkpoint import config_of, load_checkpoint
 from halp.runtime import provenance, resolve_device
 
@@ -202,6 +202,16 @@ def evaluate(config: EvalConfig, out: Path) -> dict[str, Any]:
             "lr_preset": lr_source,
             "runs": runs,
         }
+    inactive = inactive_terms(pre, int(payload["epoch"]))
+    if inactive:  # e.g. a HaLP checkpoint from before mu switched on: not HaLP's result
+        log.warning(
+            "%s: the %s term(s) of %s never switched on in its %d epoch(s): this result is "
+            "the method without them (recorded as inactive_terms)",
+            checkpoint,
+            ", ".join(inactive),
+            pre.method,
+            int(payload["epoch"]),
+        )
     # written before the JSON that names them (halp.eval.ensemble)
     saved = {} if scores is None else save_scores(out, scores, test.index, config.seed)
     result = {
@@ -209,6 +219,7 @@ def evaluate(config: EvalConfig, out: Path) -> dict[str, Any]:
         "dataset": dataset,
         "benchmark": benchmark,
         "method": pre.method,
+        "inactive_terms": inactive,
         "modality": modality,
         "pretrained_on": pretrained_on,
         "encoder_init": config.encoder_init,

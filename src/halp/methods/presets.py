@@ -300,6 +300,21 @@ def check_config(config: Any, preset: Preset, epochs: int, refuse: bool = False)
     return warnings
 
 
+def inactive_terms(config: Any, epochs_done: int, preset: Preset | None = None) -> list[str]:
+    """The terms of the method that never switched on in ``epochs_done`` trained epochs.
+
+    A term with a non-zero weight whose start epoch is not below ``epochs_done``: a
+    checkpoint of that many epochs is the method without it, and a result computed from it
+    records so (``halp evaluate``: ``inactive_terms``).
+    """
+    preset = preset or preset_of(config)
+    return [
+        t.objective
+        for t in preset.terms
+        if (w := term_weight(config, t)).value != 0 and w.start_epoch >= epochs_done
+    ]
+
+
 _GRAPH = ("graph",)
 GRAPH_PRESETS: dict[str, Preset] = {
     "graphcl": Preset(_GRAPH, (Term("nt_xent"),), "GraphCL", framework="graphcl"),
