@@ -141,7 +141,8 @@ def test_the_smallest_inputs_allowed_run_without_a_scikit_learn_warning(
 def test_halp_graphcl_refuses_impossible_folds_before_pretraining(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    tu.write_tu(tmp_path / "SYNTH" / "raw", "SYNTH", tu.synthetic_tu(graphs=40, seed=0))
+    tu.write_tu(tmp_path / "source", "SYNTH", tu.synthetic_tu(graphs=40, seed=0))
+    tu.prepare_tu("SYNTH", tmp_path, source=tmp_path / "source")  # verified, with its manifest
 
     def no_pretraining(*args: object, **kwargs: object) -> None:
         raise AssertionError("pretraining started before the SVM inputs were checked")
