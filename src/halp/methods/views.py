@@ -58,7 +58,9 @@ class ViewTransform:
         """The batch after the transform's input-side part (outside autocast)."""
         return x
 
-    def encode(self, encoder: Encoder, x: Tensor, view: View, generator: torch.Generator | None):
+    def encode(
+        self, encoder: Encoder, x: Tensor, view: View, generator: torch.Generator | None
+    ) -> dict[str, Tensor]:
         """Projections by output suffix (``""`` for the view itself), in insertion order."""
         return {"": encoder(x)}
 
@@ -145,7 +147,9 @@ class DropEdges(ViewTransform):
                 f"which needs encoder.arch: stgcn (it is {arch!r})"
             )
 
-    def encode(self, encoder: Encoder, x: Tensor, view: View, generator: torch.Generator | None):
+    def encode(
+        self, encoder: Encoder, x: Tensor, view: View, generator: torch.Generator | None
+    ) -> dict[str, Tensor]:
         """The projection of the edge-dropped features."""
         rate = float(view.option("rate"))
         return {"": encoder.projection(encoder.features_dropping_edges(x, rate, generator))}
@@ -163,7 +167,9 @@ class AttentionDrop(ViewTransform):
                 f"an attention-guided drop; encoder.arch {arch!r} has none"
             )
 
-    def encode(self, encoder: Encoder, x: Tensor, view: View, generator: torch.Generator | None):
+    def encode(
+        self, encoder: Encoder, x: Tensor, view: View, generator: torch.Generator | None
+    ) -> dict[str, Tensor]:
         """Both projections from one backbone pass (the dropped twin first)."""
         f, f_drop = encoder.features_and_dropped(x, float(view.option("threshold")))
         return {"_drop": encoder.projection(f_drop), "": encoder.projection(f)}
