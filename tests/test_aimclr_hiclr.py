@@ -306,3 +306,18 @@ def test_evaluation_refuses_data_of_another_recipe_than_the_checkpoints(
     with pytest.raises(ConfigError, match="crossclr"):
         evaluate(config, tmp_path / "out.json")
     assert not (tmp_path / "out.json").exists()
+
+
+def test_a_view_transform_refuses_an_encoder_without_its_method() -> None:
+    """DAE drops graph edges: on the BiGRU it is refused naming the branch's config key, on
+    the ST-GCN it builds (catches a check that never fires, or fires for every encoder)."""
+    from halp.errors import ConfigError
+
+    dae = "hiclr.branches=[{name: d, augmentation: hiclr_normal, strong: dae}]"
+    bigru = load_config(PretrainConfig, "builtin:smoke", ["method=hiclr", dae])
+    with pytest.raises(ConfigError, match=r"'hiclr\.branches': view 'd' \(dae\) drops graph"):
+        PretrainModel(bigru)
+    stgcn = ["encoder.arch=stgcn", "encoder.width=4", "encoder.feature_dim=16"]
+    graph = load_config(PretrainConfig, "builtin:smoke", ["method=hiclr", dae, *stgcn])
+    model = PretrainModel(graph)
+    assert [v.transform for v in model.views] == ["dae"]

@@ -40,10 +40,14 @@ class ViewTransform:
         state_name: The model attribute (a ModuleDict by modality) that holds the
             transform's learnable state, or None when it has none.
         random: Whether it draws from the step's generator.
+        encoder_method: An optional :class:`Encoder` method the transform calls, or None.
+        encoder_need: What an encoder without that method lacks, for the refusal.
     """
 
     state_name: ClassVar[str | None] = None
     random: ClassVar[bool] = False
+    encoder_method: ClassVar[str | None] = None
+    encoder_need: ClassVar[str] = ""
 
     def make_state(self, view: View) -> nn.Module:
         """The learnable state of one modality (only for transforms with ``state_name``)."""
@@ -51,6 +55,12 @@ class ViewTransform:
 
     def check(self, encoder: Encoder, view: View, arch: str) -> None:
         """Refuse (ConfigError naming ``view.source``) an encoder the transform cannot use."""
+        method = self.encoder_method
+        if method is not None and getattr(type(encoder), method) is getattr(Encoder, method):
+            raise ConfigError(
+                f"config key '{view.source}': view {view.name!r} ({view.transform}) "
+                f"{self.encoder_need}; encoder.arch {arch!r} has none"
+            )
 
     def before(
         self, x: Tensor, view: View, generator: torch.Generator | None, state: nn.Module | None
@@ -88,11 +98,6 @@ def transform_of(view: View) -> ViewTransform:
             f"{view.transform!r}, which is not registered; known: {', '.join(VIEW_TRANSFORMS)}"
         )
     return VIEW_TRANSFORMS[view.transform]
-
-
-def _need(encoder: Encoder, method: str) -> bool:
-    """Whether ``encoder`` overrides the optional :class:`Encoder` method ``method``."""
-    return getattr(type(encoder), method) is getattr(Encoder, method)
 
 
 @register_view_transform("none")
@@ -138,14 +143,8 @@ class DropEdges(ViewTransform):
     """HiCLR's Drop-Edges in every graph block, option ``rate``."""
 
     random = True
-
-    def check(self, encoder: Encoder, view: View, arch: str) -> None:
-        """Only graph encoders have edges to drop."""
-        if _need(encoder, "features_dropping_edges"):
-            raise ConfigError(
-                f"config key '{view.source}': view {view.name!r} (dae) drops graph edges, "
-                f"which needs encoder.arch: stgcn (it is {arch!r})"
-            )
+    encoder_method = "features_dropping_edges"
+    encoder_need = "drops graph edges, which needs a graph encoder (encoder.arch: stgcn)"
 
     def encode(
         self, encoder: Encoder, x: Tensor, view: View, generator: torch.Generator | None
@@ -159,13 +158,8 @@ class DropEdges(ViewTransform):
 class AttentionDrop(ViewTransform):
     """AimCLR's EADM at option ``threshold``: the view and its dropped twin ``_drop``."""
 
-    def check(self, encoder: Encoder, view: View, arch: str) -> None:
-        """The encoder must implement EADM."""
-        if _need(encoder, "features_and_dropped"):
-            raise ConfigError(
-                f"config key '{view.source}': view {view.name!r} (eadm) needs an encoder with "
-                f"an attention-guided drop; encoder.arch {arch!r} has none"
-            )
+    encoder_method = "features_and_dropped"
+    encoder_need = "needs an encoder with an attention-guided drop"
 
     def encode(
         self, encoder: Encoder, x: Tensor, view: View, generator: torch.Generator | None
