@@ -282,3 +282,29 @@ def test_loader_sets_epoch_through_subset(split: SkeletonSplit) -> None:
     subset = torch.utils.data.Subset(ds, [0, 2, 5])
     make_loader(subset, batch_size=2, shuffle=False, seed=0, epoch=3)
     assert ds.epoch == 3
+
+
+def test_epoch_sampler_shards_an_epoch_across_processes() -> None:
+    """Under DDP each rank gets its own slice of one seeded permutation: the shards are
+    disjoint, cover every item but the dropped tail, change with the epoch and repeat
+    for the same epoch (catches every rank sharing one shard, or an unseeded order)."""
+    from halp.data.loaders import EpochSampler
+
+    def shards(epoch: int) -> list[list[int]]:
+        out = []
+        for rank in range(3):
+            sampler = EpochSampler(
+                10, shuffle=True, seed=5, rank=rank, world_size=3, drop_last=True
+            )
+            sampler.set_epoch(epoch)
+            pairs = list(sampler)
+            assert {e for e, _ in pairs} == {epoch} and len(sampler) == 3
+            out.append([i for _, i in pairs])
+        return out
+
+    first = shards(0)
+    flat = [i for shard in first for i in shard]
+    assert len(flat) == 9 and len(set(flat)) == 9 and set(flat) <= set(range(10))
+    assert shards(0) == first and shards(1) != first
+    with pytest.raises(ValueError, match="rank 3"):
+        EpochSampler(10, shuffle=True, seed=5, rank=3, world_size=3)

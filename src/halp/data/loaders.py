@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 from halp.data.augment import (
     DEFAULT_FRAMES,
@@ -275,10 +275,9 @@ class EpochSampler(Sampler[tuple[int, int]]):
 
     Call :meth:`set_epoch` before each epoch; the pairs carry the epoch into persistent
     workers, whose copies of the dataset never see the main process's ``set_epoch``.
-    With ``world_size`` > 1 it yields process ``rank``'s shard of the epoch in the order
-    of PyTorch's ``DistributedSampler`` (a permutation seeded ``seed + epoch``, trimmed to
-    a multiple of ``world_size`` when ``drop_last``, every ``world_size``-th item from
-    ``rank``), so DistributedDataParallel runs keep their workers too.
+    With ``world_size`` > 1 it yields process ``rank``'s shard of the epoch, drawn by
+    PyTorch's own ``DistributedSampler``, so DistributedDataParallel runs keep their
+    workers too.
     """
 
     def __init__(
@@ -295,10 +294,17 @@ class EpochSampler(Sampler[tuple[int, int]]):
         self.n = n
         self.shuffle = shuffle
         self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.drop_last = drop_last
         self.epoch = 0
+        self._shards: DistributedSampler[int] | None = None
+        if world_size > 1:
+            self._shards = DistributedSampler(
+                range(n),  # type: ignore[arg-type]  # any Sized serves
+                world_size,
+                rank,
+                shuffle=shuffle,
+                seed=seed,
+                drop_last=drop_last,
+            )
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order (and items) the next iteration yields."""
@@ -306,29 +312,14 @@ class EpochSampler(Sampler[tuple[int, int]]):
             raise ValueError(f"epoch must be non-negative, got {epoch}")
         self.epoch = epoch
 
-    def _shard_size(self) -> int:
-        if self.drop_last:
-            return self.n // self.world_size
-        return -(-self.n // self.world_size)
-
     def __len__(self) -> int:
-        return self.n if self.world_size == 1 else self._shard_size()
+        return self.n if self._shards is None else len(self._shards)
 
     def _order(self) -> list[int]:
-        if self.world_size == 1:
-            return (
-                epoch_order(self.n, self.seed, self.epoch) if self.shuffle else list(range(self.n))
-            )
-        if self.shuffle:
-            generator = torch.Generator()
-            generator.manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.n, generator=generator).tolist()
-        else:
-            order = list(range(self.n))
-        total = self._shard_size() * self.world_size
-        if total > len(order):  # padded with the first items, as DistributedSampler does
-            order += (order * (total // len(order) + 1))[: total - len(order)]
-        return order[:total][self.rank : total : self.world_size]
+        if self._shards is not None:  # PyTorch's own sharding, at this epoch
+            self._shards.set_epoch(self.epoch)
+            return list(self._shards)
+        return epoch_order(self.n, self.seed, self.epoch) if self.shuffle else list(range(self.n))
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         return iter([(self.epoch, i) for i in self._order()])
